@@ -1,0 +1,148 @@
+from django.conf import settings
+from django.db import models
+
+from crucible.core.models import Project
+
+
+class Asset(models.Model):
+    """A file stored once for the whole installation, addressed by the sha256 of its bytes."""
+
+    sha256 = models.CharField(max_length=64, unique=True)
+    storage_name = models.CharField(max_length=200)
+    size_bytes = models.BigIntegerField()
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    mode = models.CharField(max_length=16)  # PIL mode: L, RGB, RGBA, P, ...
+    format = models.CharField(max_length=16)  # PNG, JPEG, BMP, PPM
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.sha256[:12]
+
+
+class ImportJob(models.Model):
+    class Source(models.TextChoices):
+        ZIP = "zip", "Uploaded zip"
+        FOLDER = "folder", "Server folder"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="import_jobs")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    source_kind = models.CharField(max_length=16, choices=Source.choices)
+    source = models.CharField(max_length=1000)  # the server path, or the uploaded zip's storage name
+    source_label = models.CharField(max_length=300, blank=True, default="")  # what the user named
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    total = models.PositiveIntegerField(default=0)
+    processed = models.PositiveIntegerField(default=0)
+    imported = models.PositiveIntegerField(default=0)  # new to the project
+    duplicates = models.PositiveIntegerField(default=0)  # already in the project
+    errors = models.JSONField(default=list, blank=True)  # [{"path": ..., "reason": ...}]
+    message = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(processed__lte=models.F("total")), name="import_progress_le_total"),
+        ]
+
+
+class ProjectAsset(models.Model):
+    """An asset as a project sees it: with its source path and its label."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="assets")
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="project_assets")
+    label = models.CharField(max_length=200, blank=True, default="")
+    source_path = models.CharField(max_length=1000, blank=True, default="")
+    import_job = models.ForeignKey(ImportJob, on_delete=models.SET_NULL, null=True, related_name="project_assets")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "asset"], name="project_asset_once"),
+        ]
+        indexes = [models.Index(fields=["project", "label"])]
+
+
+class DatasetVersion(models.Model):
+    """A frozen manifest of (asset, label, split) with the preprocessing every consumer applies."""
+
+    class Status(models.TextChoices):
+        MATERIALIZING = "materializing", "Materializing"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+
+    class ResizeMode(models.TextChoices):
+        SQUASH = "squash", "Squash"
+        CROP = "crop", "Crop"
+        FILL = "fill", "Fill"
+        HALF_CROP = "half_crop", "Half crop, half fill"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="dataset_versions")
+    name = models.CharField(max_length=100)
+    parent = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="children")
+    channels = models.PositiveSmallIntegerField()  # 1 grayscale, 3 colour
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    resize_mode = models.CharField(max_length=16, choices=ResizeMode.choices)
+    val_percent = models.PositiveSmallIntegerField(default=25)
+    test_percent = models.PositiveSmallIntegerField(default=0)
+    min_per_class = models.PositiveIntegerField(null=True, blank=True)
+    max_per_class = models.PositiveIntegerField(null=True, blank=True)
+    split_seed = models.BigIntegerField()
+    class_names = models.JSONField(default=list)
+    counts = models.JSONField(default=dict)  # {"train": {"0": 466, ...}, "val": {...}, "test": {...}}
+    stats = models.JSONField(default=dict)  # what the training data looks like (sizes, modes, brightness)
+    content_hash = models.CharField(max_length=64, blank=True, default="")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.MATERIALIZING)
+    error = models.TextField(blank=True, default="")
+    shard_name = models.CharField(max_length=300, blank=True, default="")  # storage prefix of the shards
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="dataset_version_name_unique"),
+            models.CheckConstraint(condition=models.Q(channels__in=[1, 3]), name="dataset_channels_1_or_3"),
+            models.CheckConstraint(condition=models.Q(width__gte=1, height__gte=1), name="dataset_size_positive"),
+            models.CheckConstraint(
+                condition=models.Q(val_percent__lte=100 - models.F("test_percent")) & models.Q(test_percent__lt=100),
+                name="dataset_split_percent_below_100",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project.name}/{self.name}"
+
+    @property
+    def spec(self) -> dict:
+        return {"channels": self.channels, "width": self.width, "height": self.height, "resize_mode": self.resize_mode}
+
+
+class DatasetItem(models.Model):
+    class Split(models.TextChoices):
+        TRAIN = "train", "Train"
+        VAL = "val", "Validation"
+        TEST = "test", "Test"
+
+    version = models.ForeignKey(DatasetVersion, on_delete=models.CASCADE, related_name="items")
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
+    label = models.CharField(max_length=200)
+    label_index = models.PositiveIntegerField()
+    split = models.CharField(max_length=8, choices=Split.choices)
+    position = models.PositiveIntegerField()  # row in the split's shard
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["version", "asset"], name="dataset_item_once"),
+            models.UniqueConstraint(fields=["version", "split", "position"], name="dataset_item_position_unique"),
+        ]
+        indexes = [models.Index(fields=["version", "split", "label"])]

@@ -1,0 +1,1 @@
+# Validation runs, reports, promotion gates and retraining policies arrive with validation.

@@ -1,0 +1,1 @@
+# Label schemas, queues, leases and annotations arrive with the labelling queue.

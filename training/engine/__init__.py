@@ -1,0 +1,1 @@
+"""Plain PyTorch: networks, the training loop, checkpoints and inference. No Django here."""
