@@ -1,4 +1,18 @@
+from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from frontend import views
+
 app_name = "frontend"
-urlpatterns: list = []
+urlpatterns = [
+    path(
+        "login/",
+        auth_views.LoginView.as_view(template_name="frontend/login.html", redirect_authenticated_user=True),
+        name="login",
+    ),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", views.home, name="home"),
+    path("projects/<str:ref>/", views.project_page, name="project"),
+    path("datasets/<int:pk>/", views.dataset_page, name="dataset"),
+    path("runs/<int:pk>/", views.run_page, name="run"),
+]
