@@ -1,0 +1,190 @@
+"""Pages of the engineer console.
+
+A page checks access, reads through the models with a fixed query shape (no per-row queries) and
+renders. Every write happens from the page's script through the REST API (docs/api.md), so the
+pages hold no business rule of their own.
+"""
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.db.models import Count, Max
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from crucible.core.errors import Forbidden, NotFound
+from crucible.core.models import READ_DATA_ROLES, WRITE_DATA_ROLES, Membership, Project, Role
+from crucible.core.selectors import project_get, project_list, require_read
+from curation.models import DatasetVersion, ImportJob, ProjectAsset
+from training.models import Epoch, TrainingRun
+
+SPLITS = ("train", "val", "test")
+IMPORTS_SHOWN = 20
+
+
+def console_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Login required; the domain's NotFound and Forbidden become readable 404 and 403 pages."""
+
+    @login_required
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            return view(request, *args, **kwargs)
+        except Forbidden as exc:
+            context = {"status": 403, "title": "Not allowed here", "message": exc.message}
+            return render(request, "frontend/error.html", context, status=403)
+        except NotFound as exc:
+            context = {"status": 404, "title": "Not found", "message": exc.message}
+            return render(request, "frontend/error.html", context, status=404)
+
+    return wrapper
+
+
+def _split_totals(counts: dict) -> dict[str, int]:
+    return {split: sum((counts or {}).get(split, {}).values()) for split in SPLITS}
+
+
+def _epoch_row(epoch: Epoch) -> dict[str, Any]:
+    return {
+        "epoch": epoch.epoch,
+        "train_loss": epoch.train_loss,
+        "val_loss": epoch.val_loss,
+        "val_accuracy": epoch.val_accuracy,
+        "learning_rate": epoch.learning_rate,
+        "images_per_sec": epoch.images_per_sec,
+        "seconds": epoch.seconds,
+    }
+
+
+@console_page
+def home(request: HttpRequest) -> HttpResponse:
+    projects = list(project_list(user=request.user).order_by("name"))
+    if request.user.is_superuser:
+        roles = {p.pk: Role.ADMIN for p in projects}
+    else:
+        roles = dict(Membership.objects.filter(user=request.user).values_list("project_id", "role"))
+    rows = [
+        {"project": p, "role": roles.get(p.pk, ""), "can_open": roles.get(p.pk) in READ_DATA_ROLES} for p in projects
+    ]
+    return render(request, "frontend/home.html", {"rows": rows})
+
+
+@console_page
+def project_page(request: HttpRequest, ref: str) -> HttpResponse:
+    project: Project = project_get(user=request.user, ref=ref)
+    role = require_read(user=request.user, project=project)
+    imports = list(ImportJob.objects.filter(project=project).order_by("-created_at")[:IMPORTS_SHOWN])
+    classes = list(
+        ProjectAsset.objects.filter(project=project)
+        .exclude(label="")
+        .values("label")
+        .annotate(count=Count("id"))
+        .order_by("label")
+    )
+    datasets = list(
+        DatasetVersion.objects.filter(project=project)
+        .annotate(run_count=Count("training_runs"))
+        .order_by("-created_at")
+    )
+    for dataset in datasets:
+        dataset.totals = _split_totals(dataset.counts)
+    runs = list(
+        TrainingRun.objects.filter(project=project)
+        .select_related("dataset_version")
+        .annotate(best_accuracy=Max("epochs__val_accuracy"))
+        .order_by("-created_at")
+    )
+    context = {
+        "project": project,
+        "role": role,
+        "can_write": role in WRITE_DATA_ROLES,
+        "imports": imports,
+        "classes": classes,
+        "class_total": sum(c["count"] for c in classes),
+        "datasets": datasets,
+        "runs": runs,
+        "resize_modes": DatasetVersion.ResizeMode.choices,
+    }
+    return render(request, "frontend/project.html", context)
+
+
+@console_page
+def dataset_page(request: HttpRequest, pk: int) -> HttpResponse:
+    dataset = DatasetVersion.objects.select_related("project", "parent", "created_by").filter(pk=pk).first()
+    if dataset is None:
+        raise NotFound(f"dataset {pk} not found")
+    role = require_read(user=request.user, project=dataset.project)
+    runs = list(
+        TrainingRun.objects.filter(dataset_version=dataset)
+        .annotate(best_accuracy=Max("epochs__val_accuracy"))
+        .order_by("-created_at")
+    )
+    # Runs of the project that have a checkpoint to continue from (any dataset of the project).
+    continuable = list(
+        TrainingRun.objects.filter(project=dataset.project)
+        .annotate(last_epoch=Max("epochs__epoch"))
+        .filter(last_epoch__isnull=False)
+        .select_related("dataset_version")
+        .order_by("-created_at")
+    )
+    chart = {
+        "class_names": dataset.class_names,
+        "counts": {split: (dataset.counts or {}).get(split, {}) for split in SPLITS},
+    }
+    context = {
+        "dataset": dataset,
+        "project": dataset.project,
+        "role": role,
+        "can_write": role in WRITE_DATA_ROLES,
+        "totals": _split_totals(dataset.counts),
+        "chart": chart,
+        "runs": runs,
+        "continuable": continuable,
+        "finished_statuses": [s.value for s in TrainingRun.FINISHED],
+    }
+    return render(request, "frontend/dataset.html", context)
+
+
+@console_page
+def run_page(request: HttpRequest, pk: int) -> HttpResponse:
+    run = (
+        TrainingRun.objects.select_related("project", "dataset_version", "cloned_from", "parent_run", "created_by")
+        .filter(pk=pk)
+        .first()
+    )
+    if run is None:
+        raise NotFound(f"training run {pk} not found")
+    role = require_read(user=request.user, project=run.project)
+    epochs = list(run.epochs.order_by("epoch"))
+    clones = list(run.clones.only("id", "name", "status").order_by("created_at"))
+    continuations = list(run.continuations.only("id", "name", "status", "parent_epoch").order_by("created_at"))
+    total_epochs = int((run.config or {}).get("epochs") or 0)
+    payload = {
+        "id": run.pk,
+        "status": run.status,
+        "current_epoch": run.current_epoch,
+        "progress": run.progress,
+        "images_per_sec": run.images_per_sec,
+        "eta_seconds": run.eta_seconds,
+        "error": run.error,
+        "total_epochs": total_epochs,
+        "epochs": [_epoch_row(e) for e in epochs],
+    }
+    context = {
+        "run": run,
+        "project": run.project,
+        "dataset": run.dataset_version,
+        "role": role,
+        "can_write": role in WRITE_DATA_ROLES,
+        "epochs": epochs,
+        "total_epochs": total_epochs,
+        "progress_percent": round(run.progress * 100, 1),
+        "finished": run.status in TrainingRun.FINISHED,
+        "clones": clones,
+        "continuations": continuations,
+        "config_items": sorted((run.config or {}).items()),
+        "payload": payload,
+    }
+    return render(request, "frontend/run.html", context)
