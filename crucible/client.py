@@ -36,8 +36,6 @@ IMPORT_FINISHED = frozenset({"done", "failed"})
 DATASET_FINISHED = frozenset({"ready", "failed"})
 RUN_FINISHED = frozenset({"done", "failed", "aborted"})
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".gif", ".tif", ".tiff", ".webp"})
-
 
 class ApiError(Exception):
     """An error answered by the server (`{"error": {code, message, fields}}`) or met on the way to it.
@@ -133,7 +131,7 @@ class Client:
         retries: int = 3,
         backoff: float = 0.3,
     ):
-        self.url = url.rstrip("/")
+        self.url = (url if "://" in url else f"http://{url}").rstrip("/")
         self.api = self.url + "/api/v1/"
         self.timeout = timeout
         self.token = token
@@ -183,7 +181,10 @@ class Client:
         except requests.Timeout as exc:
             raise ApiError(0, "timeout", f"no answer from {self.url} in time ({_reason(exc)})") from exc
         except requests.ConnectionError as exc:
-            raise ApiError(0, "connection", f"cannot connect to {self.url} ({_reason(exc)})") from exc
+            reason = _reason(exc)
+            if "timed out" in reason:  # a read timeout that used up the retries arrives as a ConnectionError
+                raise ApiError(0, "timeout", f"no answer from {self.url} in time ({reason})") from exc
+            raise ApiError(0, "connection", f"cannot connect to {self.url} ({reason})") from exc
         except requests.RequestException as exc:
             raise ApiError(0, "connection", f"cannot send the request to {url} ({exc})") from exc
         if resp.status_code >= 400:
@@ -280,7 +281,9 @@ class Client:
             "split_seed": split_seed,
         }
         required = {"name", "channels", "width", "height", "resize_mode"}
-        return self.post(f"projects/{project}/datasets/", {k: v for k, v in body.items() if v is not None or k in required})
+        return self.post(
+            f"projects/{project}/datasets/", {k: v for k, v in body.items() if v is not None or k in required}
+        )
 
     def datasets(self, project: str | int, *, name: str | None = None) -> list[JSON]:
         return self.get(f"projects/{project}/datasets/", name=name)["results"]
@@ -326,7 +329,11 @@ class Client:
             return self.post(f"runs/{run_id}/classify/", data=data, files={"image": (image.name, fh, _mime(image))})
 
     def classify_many(
-        self, run_id: int, source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *, epoch: int | None = None
+        self,
+        run_id: int,
+        source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        *,
+        epoch: int | None = None,
     ) -> JSON:
         """Classify a folder or zip (class subfolders give the true labels), or a list of image files."""
         data = {"epoch": epoch} if epoch is not None else None
@@ -421,18 +428,26 @@ def _error_from(resp: requests.Response) -> ApiError:
             error.get("fields") if isinstance(error.get("fields"), dict) else {},
         )
     method = resp.request.method if resp.request is not None else ""
-    return ApiError(resp.status_code, f"http_{resp.status_code}", f"{method} {resp.url}: HTTP {resp.status_code} {resp.reason}")
+    return ApiError(
+        resp.status_code, f"http_{resp.status_code}", f"{method} {resp.url}: HTTP {resp.status_code} {resp.reason}"
+    )
 
 
-def _reason(exc: Exception) -> str:
+def _reason(exc: BaseException) -> str:
     """The root cause of a requests error in a few words ("Connection refused"), not urllib3's repr."""
-    text = str(exc)
+    cause: BaseException = exc
+    for _ in range(8):  # requests wraps urllib3's MaxRetryError(reason=...) and ProtocolError(msg, inner)
+        inner = getattr(cause, "reason", None)
+        if not isinstance(inner, BaseException):
+            inner = next((a for a in reversed(cause.args) if isinstance(a, BaseException)), None)
+        if inner is None:
+            break
+        cause = inner
+    text = str(cause) or type(cause).__name__
     match = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
     if match:
         return match.group(1).strip()
-    if "Max retries exceeded" in text:
-        return "no answer after retries"
-    return text
+    return re.sub(r"^\S+Pool\(host=[^)]*\): ", "", text)  # urllib3's "HTTPConnectionPool(host=.., port=..): "
 
 
 def _attachment_name(disposition: str) -> str | None:
