@@ -17,7 +17,8 @@ from django.shortcuts import render
 from crucible.core.errors import Forbidden, NotFound
 from crucible.core.models import READ_DATA_ROLES, WRITE_DATA_ROLES, Membership, Project, Role
 from crucible.core.selectors import project_get, project_list, require_read
-from curation.models import DatasetVersion, ImportJob, ProjectAsset
+from curation.models import DatasetVersion, ImportJob
+from curation.selectors import project_class_counts
 from training.models import Epoch, TrainingRun
 
 SPLITS = ("train", "val", "test")
@@ -76,13 +77,7 @@ def project_page(request: HttpRequest, ref: str) -> HttpResponse:
     project: Project = project_get(user=request.user, ref=ref)
     role = require_read(user=request.user, project=project)
     imports = list(ImportJob.objects.filter(project=project).order_by("-created_at")[:IMPORTS_SHOWN])
-    classes = list(
-        ProjectAsset.objects.filter(project=project)
-        .exclude(label="")
-        .values("label")
-        .annotate(count=Count("id"))
-        .order_by("label")
-    )
+    classes = project_class_counts(user=request.user, project=project)
     datasets = list(
         DatasetVersion.objects.filter(project=project)
         .annotate(run_count=Count("training_runs"))
@@ -179,6 +174,7 @@ def run_page(request: HttpRequest, pk: int) -> HttpResponse:
         "role": role,
         "can_write": role in WRITE_DATA_ROLES,
         "epochs": epochs,
+        "last_epoch": epochs[-1].epoch if epochs else None,
         "total_epochs": total_epochs,
         "progress_percent": round(run.progress * 100, 1),
         "finished": run.status in TrainingRun.FINISHED,
