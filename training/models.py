@@ -53,6 +53,10 @@ class TrainingRun(models.Model):
                 condition=models.Q(parent_run__isnull=True) | models.Q(parent_epoch__isnull=False),
                 name="training_run_parent_has_epoch",
             ),
+            models.CheckConstraint(
+                condition=models.Q(status__in=["queued", "running", "done", "failed", "aborted"]),
+                name="training_run_status_valid",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -79,3 +83,6 @@ class Epoch(models.Model):
             models.UniqueConstraint(fields=["run", "epoch"], name="epoch_once_per_run"),
             models.CheckConstraint(condition=models.Q(epoch__gte=1), name="epoch_from_1"),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}@{self.epoch}"

@@ -28,6 +28,9 @@ SCALE = 1.0 / 255.0  # DIGITS' LeNet input scale (0.00390625)
 CHECKPOINT_FORMAT = 1
 OPTIMIZERS = ("sgd", "adam")
 LR_POLICIES = ("fixed", "step")
+# Convolutions and max pooling run 1.6-1.7x faster channels-last on CPU (LeNet, one thread: NCHW max
+# pooling alone takes a fifth of the step); the values are the same, only the layout differs.
+MEMORY_FORMAT = torch.channels_last
 PROGRESS_INTERVAL_S = 0.5
 STOP_POLL_INTERVAL_S = 0.5
 
@@ -95,11 +98,12 @@ class TrainData:
     def from_dir(cls, path: Path, *, num_classes: int | None = None) -> "TrainData":
         """Memory-map the `train_*.npy` and `val_*.npy` shards of a materialized dataset folder."""
         path = Path(path)
-        arrays = {
-            f"{split}_{part}": np.load(path / f"{split}_{part}.npy", mmap_mode="r")
-            for split in ("train", "val")
-            for part in ("x", "y")
-        }
+        arrays = {}
+        for split in ("train", "val"):
+            y = np.load(path / f"{split}_y.npy")
+            # An empty array cannot be memory-mapped (and costs nothing to load).
+            arrays[f"{split}_x"] = np.load(path / f"{split}_x.npy", mmap_mode="r" if len(y) else None)
+            arrays[f"{split}_y"] = y.astype(np.int64, copy=False)
         if num_classes is None:
             num_classes = int(max(arrays["train_y"].max(initial=0), arrays["val_y"].max(initial=0))) + 1
         return cls(num_classes=num_classes, **arrays)
@@ -227,7 +231,10 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
 
 def to_input(x: np.ndarray, device: torch.device) -> torch.Tensor:
     """uint8 (N, C, H, W) -> float32 on `device`, scaled by 1/255 (the conversion happens on the device)."""
-    return torch.from_numpy(np.ascontiguousarray(x)).to(device, non_blocking=True).float().mul_(SCALE)
+    if not (x.flags.c_contiguous and x.flags.writeable):
+        x = np.array(x)  # a slice of a read-only memmap: torch wants its own writable copy
+    out = torch.from_numpy(x).to(device, non_blocking=True).float().mul_(SCALE)
+    return out.contiguous(memory_format=MEMORY_FORMAT)
 
 
 @torch.no_grad()
@@ -242,7 +249,7 @@ def evaluate(
     correct = torch.zeros((), dtype=torch.int64, device=device)
     for start in range(0, len(y), batch_size):
         xb = to_input(x[start : start + batch_size], device)
-        yb = torch.from_numpy(np.ascontiguousarray(y[start : start + batch_size])).to(device)
+        yb = torch.from_numpy(np.array(y[start : start + batch_size])).to(device)
         out = model(xb)
         loss_sum += F.cross_entropy(out, yb, reduction="sum").double()
         correct += (out.argmax(1) == yb).sum()
@@ -328,7 +335,7 @@ def _train(
     seed_everything(seed)
     model = build_network(
         config.network, channels=channels, height=height, width=width, num_classes=data.num_classes
-    ).to(dev)
+    ).to(dev, memory_format=MEMORY_FORMAT)
     optimizer = make_optimizer(config, model.parameters())
     scheduler = make_scheduler(config, optimizer)
     generator = torch.Generator().manual_seed(seed)
