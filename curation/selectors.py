@@ -1,0 +1,194 @@
+"""Reads of curation: imports, classes, assets, dataset versions and their shards."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.core.files import File
+from django.core.files.storage import FileSystemStorage, Storage, default_storage
+from django.db.models import Count, F, QuerySet, Window
+from django.db.models.functions import RowNumber
+
+from crucible.core.errors import Conflict, NotFound, ValidationFailed
+from crucible.core.models import Project, User
+from crucible.core.selectors import project_get, require_read
+from curation.models import Asset, DatasetItem, DatasetVersion, ImportJob, ProjectAsset
+
+SPLITS = ("train", "val", "test")
+SHARD_FILES = tuple(f"{split}_{kind}.npy" for split in SPLITS for kind in ("x", "y"))
+
+
+def natural_key(text: str) -> tuple:
+    """Sort key that puts "2" before "10" and "img2" before "img10"."""
+    parts = re.split(r"(\d+)", text)
+    # re.split alternates text and digits, so ints and strings never meet at the same position.
+    return (tuple(int(p) if i % 2 else p.lower() for i, p in enumerate(parts)), text)
+
+
+def storage_root(storage: Storage | None = None) -> Path | None:
+    """The local folder behind a file-system storage; None for remote storage such as S3."""
+    storage = storage or default_storage
+    target = getattr(storage, "_wrapped", storage)
+    if isinstance(target, FileSystemStorage):
+        return Path(target.path(""))
+    return None
+
+
+# Imports
+
+
+def import_job_get(*, user: User, job_id: int) -> ImportJob:
+    job = ImportJob.objects.select_related("project").filter(pk=job_id).first()
+    if job is None:
+        raise NotFound(f"import {job_id} not found")
+    require_read(user=user, project=job.project)  # 404 outside the caller's projects, 403 for annotators
+    return job
+
+
+def import_job_list(*, user: User, project: Project) -> QuerySet[ImportJob]:
+    require_read(user=user, project=project)
+    return ImportJob.objects.filter(project=project).order_by("-created_at", "-pk")
+
+
+def project_class_counts(*, user: User, project: Project) -> list[dict]:
+    """The labels of a project's assets with how many assets carry each, in natural order."""
+    require_read(user=user, project=project)
+    rows = (
+        ProjectAsset.objects.filter(project=project)
+        .exclude(label="")
+        .values("label")
+        .annotate(count=Count("pk"))
+        .values_list("label", "count")
+    )
+    return [{"label": label, "count": count} for label, count in sorted(rows, key=lambda r: natural_key(r[0]))]
+
+
+def project_asset_content(*, user: User, project: Project, sha256: str) -> tuple[Asset, File]:
+    """An asset of the project and its stored file, open for reading."""
+    require_read(user=user, project=project)
+    asset = Asset.objects.filter(sha256=sha256.lower(), project_assets__project=project).first()
+    if asset is None:
+        raise NotFound(f"asset {sha256[:12]} not found in {project.name!r}")
+    try:
+        return asset, default_storage.open(asset.storage_name, "rb")
+    except FileNotFoundError:
+        raise NotFound(f"the file of asset {asset.sha256[:12]} is missing from storage") from None
+
+
+# Dataset versions
+
+
+def dataset_version_get(*, user: User, ref: int | str) -> DatasetVersion:
+    """A dataset version by id (or "PROJECT/NAME") in a project whose data `user` may read.
+
+    Versions of other projects do not exist for the caller (NotFound); a member whose role may not
+    read data (an annotator) gets Forbidden.
+    """
+    text = str(ref)
+    qs = DatasetVersion.objects.select_related("project")
+    if text.isdigit():
+        version = qs.filter(pk=int(text)).first()
+    elif "/" in text:
+        project_ref, _, name = text.partition("/")
+        project = project_get(user=user, ref=project_ref)
+        version = qs.filter(project=project, name=name).first()
+    else:
+        version = None
+    if version is None:
+        raise NotFound(f"dataset {text!r} not found")
+    require_read(user=user, project=version.project)
+    return version
+
+
+def dataset_version_list(*, user: User, project: Project, name: str | None = None) -> QuerySet[DatasetVersion]:
+    require_read(user=user, project=project)
+    qs = DatasetVersion.objects.filter(project=project).select_related("project").order_by("-created_at", "-pk")
+    if name:
+        qs = qs.filter(name=name)
+    return qs
+
+
+def dataset_gallery(*, version: DatasetVersion, split: str, per_class: int) -> dict[str, list[str]]:
+    """Up to `per_class` asset hashes of each class in a split, in shard order."""
+    if split not in SPLITS:
+        raise ValidationFailed(f"unknown split {split!r}; one of {', '.join(SPLITS)}", fields={"split": "invalid"})
+    rows = (
+        DatasetItem.objects.filter(version=version, split=split)
+        .annotate(rank=Window(RowNumber(), partition_by=[F("label")], order_by=F("position").asc()))
+        .filter(rank__lte=per_class)
+        .order_by("label_index", "position")
+        .values_list("label", "asset__sha256")
+    )
+    classes: dict[str, list[str]] = {name: [] for name in version.class_names}
+    for label, sha in rows:
+        classes.setdefault(label, []).append(sha)
+    return classes
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def dataset_shard_dir(*, version: DatasetVersion) -> Path:
+    """A local folder holding the version's npy files and manifest.json.
+
+    On a local storage folder this is the storage's own folder; otherwise the shards are downloaded
+    once into CRUCIBLE_CACHE_DIR/shards/<content_hash>/ and checked against the manifest.
+    """
+    if version.status != DatasetVersion.Status.READY or not version.shard_name:
+        raise Conflict(f"dataset {version.name!r} is {version.status}, not ready", code="dataset_not_ready")
+    root = storage_root()
+    if root is not None:
+        return root / version.shard_name
+    cache = Path(settings.CRUCIBLE_CACHE_DIR) / "shards" / version.content_hash
+    if (cache / ".verified").exists():
+        return cache
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.parent / f".download-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    try:
+        with default_storage.open(f"{version.shard_name}/manifest.json", "rb") as f:
+            manifest_bytes = f.read()
+        manifest = json.loads(manifest_bytes)
+        (tmp / "manifest.json").write_bytes(manifest_bytes)
+        for name, info in manifest["files"].items():
+            with default_storage.open(f"{version.shard_name}/{name}", "rb") as src, open(tmp / name, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            if _sha256_file(tmp / name) != info["sha256"]:
+                raise Conflict(
+                    f"shard file {name} of dataset {version.name!r} does not match its checksum", code="shard_corrupt"
+                )
+        (tmp / ".verified").touch()
+        try:
+            os.rename(tmp, cache)
+        except OSError:
+            if not (cache / ".verified").exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return cache
+
+
+def dataset_split_arrays(*, version: DatasetVersion, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The split's images (N, C, H, W) uint8, memory-mapped read-only, and labels (N,) int64."""
+    if split not in SPLITS:
+        raise ValidationFailed(f"unknown split {split!r}; one of {', '.join(SPLITS)}", fields={"split": "invalid"})
+    folder = dataset_shard_dir(version=version)
+    x_path, y_path = folder / f"{split}_x.npy", folder / f"{split}_y.npy"
+    y = np.load(y_path)
+    # An empty array cannot be memory-mapped; it costs nothing to load.
+    x = np.load(x_path, mmap_mode="r") if len(y) else np.load(x_path)
+    return x, y

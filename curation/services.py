@@ -1,0 +1,942 @@
+"""Writes of curation: imports of class folders, dataset versions and their training shards."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import uuid
+import zipfile
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import Storage, default_storage
+from django.core.files.uploadedfile import UploadedFile
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from crucible.core.errors import Conflict, ValidationFailed
+from crucible.core.models import Project, User
+from crucible.core.selectors import require_write
+from crucible.core.services import audit
+from curation import imaging
+from curation.models import Asset, DatasetItem, DatasetVersion, ImportJob, ProjectAsset
+from curation.selectors import SPLITS, natural_key, storage_root
+
+logger = logging.getLogger(__name__)
+
+IMPORT_BATCH = 500  # files per database round trip and progress update
+MAX_FILE_BYTES = 256 * 1024 * 1024  # one image file; larger ones are reported, not read
+MAX_STORED_ERRORS = 1000  # beyond this the job keeps a count in its message
+_IGNORED_NAMES = {"__MACOSX", "Thumbs.db", "desktop.ini"}
+_ASSET_EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "PPM": ".ppm"}
+
+
+def asset_storage_name(sha256: str, fmt: str) -> str:
+    return f"assets/{sha256[:2]}/{sha256[2:4]}/{sha256}{_ASSET_EXTENSIONS.get(fmt, '.bin')}"
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (Linux); otherwise assume the strictest."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o777
+
+
+class AssetWriter:
+    """Stores asset files once by name.
+
+    On a local folder it writes directly (create-exclusive, so an existing file is never renamed or
+    rewritten); on other storage through the storage API, skipping names that exist.
+    """
+
+    def __init__(self, storage: Storage | None = None):
+        self.storage = storage or default_storage
+        root = storage_root(self.storage)
+        self.root = str(root) if root is not None else None
+        mode = getattr(getattr(self.storage, "_wrapped", self.storage), "file_permissions_mode", None)
+        # The storage's permissions, set at creation; a chmod only where the umask would strip bits.
+        self._create_mode = mode if mode is not None else 0o666
+        self._chmod = mode is not None and (mode & ~_umask()) != mode
+
+    def write(self, name: str, data: bytes) -> None:
+        if self.root is None:
+            if not self.storage.exists(name):
+                self.storage.save(name, ContentFile(data))
+            return
+        # Plain strings and bare system calls: this runs once per imported file.
+        path = f"{self.root}/{name}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        try:
+            fd = os.open(path, flags, self._create_mode)
+        except FileExistsError:
+            return  # same name, same bytes
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            try:
+                fd = os.open(path, flags, self._create_mode)
+            except FileExistsError:
+                return
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except BaseException:
+            os.close(fd)
+            os.unlink(path)
+            raise
+        os.close(fd)
+        if self._chmod:
+            os.chmod(path, self._create_mode)
+
+
+# Imports: layout of a class-folder tree
+
+
+def _is_ignored(parts: tuple[str, ...]) -> bool:
+    return any(p.startswith(".") or p in _IGNORED_NAMES for p in parts)
+
+
+def _zip_entry_parts(name: str) -> tuple[str, ...] | None:
+    """The entry's path parts, or None when it would climb out of the extraction folder."""
+    name = name.replace("\\", "/")
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name) or "\x00" in name:
+        return None
+    parts = tuple(p for p in PurePosixPath(name).parts if p not in ("", "."))
+    if any(p == ".." for p in parts):
+        return None
+    return parts
+
+
+def _strip_wrappers(paths: list[tuple[str, ...]]) -> int:
+    """How many leading folders all files share above the class folders (a zip of "train_small/")."""
+    depth = 0
+    while paths and all(len(p) >= depth + 3 for p in paths) and len({p[depth] for p in paths}) == 1:
+        depth += 1
+    return depth
+
+
+@dataclass
+class _Entry:
+    label: str
+    path: str  # as shown to the user, relative to the import root
+    key: object  # how the source reads it: a ZipInfo or an absolute Path
+
+
+def _layout(items: list[tuple[tuple[str, ...], object]]) -> tuple[list[_Entry], list[dict]]:
+    """Class folders from relative paths: the first folder under the root is the class."""
+    items = [(parts, key) for parts, key in items if not _is_ignored(parts)]
+    depth = _strip_wrappers([parts for parts, _ in items])
+    entries: list[_Entry] = []
+    errors: list[dict] = []
+    for parts, key in items:
+        rel = "/".join(parts)
+        parts = parts[depth:]
+        extension = os.path.splitext(parts[-1])[1].lower()
+        if len(parts) < 2:
+            errors.append({"path": rel, "reason": "not inside a class folder"})
+        elif extension not in imaging.IMAGE_EXTENSIONS:
+            errors.append({"path": rel, "reason": f"not an image file ({extension or 'no extension'})"})
+        else:
+            entries.append(_Entry(label=parts[0], path=rel, key=key))
+    entries.sort(key=lambda e: e.path)  # a stable order: the first of two equal files is the one kept
+    errors.sort(key=lambda e: e["path"])
+    return entries, errors
+
+
+def _require_classes(entries: list[_Entry]) -> None:
+    classes = {e.label for e in entries}
+    if len(classes) < 2:
+        found = f"only {sorted(classes)[0]!r}" if classes else "none"
+        raise ValidationFailed(
+            f"an import needs at least two class folders with images (the folder name is the class); found {found}",
+            code="too_few_classes",
+        )
+
+
+def _zip_items(zf: zipfile.ZipFile) -> list[tuple[tuple[str, ...], object]]:
+    items = []
+    for info in zf.infolist():
+        parts = _zip_entry_parts(info.filename)
+        if parts is None:
+            raise ValidationFailed(
+                f"the zip entry {info.filename!r} points outside the archive",
+                code="unsafe_zip_entry",
+                fields={"file": "unsafe entry"},
+            )
+        if not info.is_dir() and parts:
+            items.append((parts, info))
+    return items
+
+
+def _import_roots() -> list[Path]:
+    return [Path(r).resolve() for r in settings.CRUCIBLE_IMPORT_ROOTS]
+
+
+def _under_roots(path: Path, roots: list[Path]) -> bool:
+    return any(path == root or path.is_relative_to(root) for root in roots)
+
+
+def _folder_items(root: Path, roots: list[Path]) -> tuple[list[tuple[tuple[str, ...], object]], list[dict]]:
+    """Every file below `root`, without following links to folders; links out of the roots are reported."""
+    items: list[tuple[tuple[str, ...], object]] = []
+    errors: list[dict] = []
+    stack: list[tuple[str, tuple[str, ...]]] = [(str(root), ())]
+    while stack:  # os.scandir knows file types and links from the listing, without a stat per file
+        folder, rel = stack.pop()
+        with os.scandir(folder) as listing:
+            for entry in listing:
+                parts = (*rel, entry.name)
+                if _is_ignored(parts):
+                    continue
+                if entry.is_symlink():
+                    target = Path(entry.path).resolve()
+                    if not _under_roots(target, roots):
+                        errors.append(
+                            {"path": "/".join(parts), "reason": "symbolic link leaving the import roots, not followed"}
+                        )
+                    elif target.is_dir():
+                        errors.append({"path": "/".join(parts), "reason": "symbolic link to a folder, not followed"})
+                    else:
+                        items.append((parts, str(target)))
+                elif entry.is_dir(follow_symlinks=False):
+                    stack.append((entry.path, parts))
+                elif entry.is_file(follow_symlinks=False):
+                    items.append((parts, entry.path))
+    return items, errors
+
+
+def _resolve_folder(path: str) -> Path:
+    roots = _import_roots()
+    raw = Path(path).expanduser()
+    if not raw.is_absolute():
+        raise ValidationFailed(
+            "the folder must be an absolute path on the server",
+            code="path_not_absolute",
+            fields={"path": "not absolute"},
+        )
+    resolved = raw.resolve()
+    if not _under_roots(resolved, roots):
+        raise ValidationFailed(
+            f"{path} is outside the folders that imports may read ({', '.join(str(r) for r in roots)})",
+            code="path_outside_roots",
+            fields={"path": "outside the import roots"},
+        )
+    if not resolved.exists():
+        raise ValidationFailed(f"{path} does not exist", code="path_not_found", fields={"path": "not found"})
+    if not resolved.is_dir():
+        raise ValidationFailed(f"{path} is not a folder", code="not_a_folder", fields={"path": "not a folder"})
+    return resolved
+
+
+def _folder_has_two_classes(root: Path) -> None:
+    """Cheap check before a job exists: at least two class folders each holding an image file."""
+    level = root
+    while True:  # step into lone wrapper folders, as zips are read
+        subdirs = sorted(p for p in level.iterdir() if p.is_dir() and not p.is_symlink() and not _is_ignored((p.name,)))
+        files = [p for p in level.iterdir() if p.is_file() and not _is_ignored((p.name,))]
+        if len(subdirs) == 1 and not files:
+            level = subdirs[0]
+            continue
+        break
+    classes = []
+    for sub in subdirs:
+        for _folder, dirnames, filenames in os.walk(sub):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            if any(Path(f).suffix.lower() in imaging.IMAGE_EXTENSIONS and not f.startswith(".") for f in filenames):
+                classes.append(sub.name)
+                break
+        if len(classes) >= 2:
+            return
+    _require_classes([_Entry(label=c, path="", key=None) for c in classes])
+
+
+def import_start(
+    *, project: Project, user: User, upload: UploadedFile | None = None, path: str | None = None
+) -> ImportJob:
+    """Check an import (an uploaded zip or a server folder of class subfolders) and queue it.
+
+    Everything that can be checked without reading the images is checked here, before anything is
+    created; the images themselves are decoded by the `curation.import_run` task.
+    """
+    require_write(user=user, project=project)
+    if (upload is None) == (path is None or path == ""):
+        raise ValidationFailed(
+            "give either a zip file or a server folder path",
+            code="import_source_required",
+            fields={"file": "one of file or path", "path": "one of file or path"},
+        )
+    if upload is not None:
+        if upload.size is not None and upload.size > settings.CRUCIBLE_MAX_UPLOAD_BYTES:
+            raise ValidationFailed(
+                f"the upload is {upload.size} bytes; the limit is {settings.CRUCIBLE_MAX_UPLOAD_BYTES}",
+                code="upload_too_large",
+                fields={"file": "too large"},
+            )
+        upload.seek(0)
+        if not zipfile.is_zipfile(upload):
+            raise ValidationFailed(f"{upload.name} is not a zip file", code="not_a_zip", fields={"file": "not a zip"})
+        upload.seek(0)
+        try:
+            with zipfile.ZipFile(upload) as zf:
+                items = _zip_items(zf)
+        except zipfile.BadZipFile as exc:
+            raise ValidationFailed(
+                f"{upload.name} is a damaged zip file ({exc})", code="not_a_zip", fields={"file": "damaged zip"}
+            )
+        if not items:
+            raise ValidationFailed(f"{upload.name} has no files", code="empty_zip", fields={"file": "empty"})
+        entries, _ = _layout(items)
+        _require_classes(entries)
+        upload.seek(0)
+        kind, label = ImportJob.Source.ZIP, upload.name or "upload.zip"
+    else:
+        folder = _resolve_folder(path or "")
+        _folder_has_two_classes(folder)
+        kind, label = ImportJob.Source.FOLDER, path or ""
+
+    from curation.tasks import import_run as import_run_task
+
+    with transaction.atomic():
+        if kind == ImportJob.Source.ZIP:
+            source = default_storage.save(f"imports/{uuid.uuid4().hex}.zip", upload)
+        else:
+            source = str(folder)
+        job = ImportJob.objects.create(
+            project=project, created_by=user, source_kind=kind, source=source, source_label=label[:300]
+        )
+        audit(actor=user, project=project, verb="import.start", target=str(job.pk), source=label)
+        transaction.on_commit(lambda: import_run_task.delay(job_id=job.pk))
+    return job
+
+
+# Imports: the worker side
+
+
+class _Source:
+    """The files of a job's source, read one at a time."""
+
+    def __init__(self, job: ImportJob):
+        self.job = job
+        self._zip: zipfile.ZipFile | None = None
+        self._fileobj = None
+
+    @contextmanager
+    def open(self) -> Iterator[tuple[list[_Entry], list[dict]]]:
+        if self.job.source_kind == ImportJob.Source.ZIP:
+            root = storage_root()
+            self._fileobj = open(root / self.job.source, "rb") if root else default_storage.open(self.job.source, "rb")  # noqa: SIM115
+            try:
+                self._zip = zipfile.ZipFile(self._fileobj)
+                yield _layout(_zip_items(self._zip))
+            finally:
+                if self._zip is not None:
+                    self._zip.close()
+                self._fileobj.close()
+        else:
+            roots = _import_roots()
+            folder = Path(self.job.source)
+            if not _under_roots(folder.resolve(), roots) or not folder.is_dir():
+                raise ValidationFailed(f"{self.job.source_label} is no longer a folder under the import roots")
+            items, link_errors = _folder_items(folder, roots)
+            entries, errors = _layout(items)
+            yield entries, link_errors + errors
+
+    def read(self, entry: _Entry) -> bytes:
+        if self._zip is not None:
+            info: zipfile.ZipInfo = entry.key  # type: ignore[assignment]
+            if info.file_size > MAX_FILE_BYTES:
+                raise imaging.ImageError(f"file of {info.file_size} bytes exceeds the limit of {MAX_FILE_BYTES}")
+            try:
+                with self._zip.open(info) as f:
+                    data = f.read()  # bounded: a zip member yields no more than its recorded size
+            except (zipfile.BadZipFile, RuntimeError, NotImplementedError, OSError) as exc:
+                raise imaging.ImageError(f"cannot be extracted ({exc})") from None
+        else:
+            path: str = entry.key  # type: ignore[assignment]
+            try:
+                with open(path, "rb") as f:
+                    size = os.fstat(f.fileno()).st_size
+                    if size > MAX_FILE_BYTES:
+                        raise imaging.ImageError(f"file of {size} bytes exceeds the limit of {MAX_FILE_BYTES}")
+                    # read() sizes its buffer from the file; read(LIMIT) would allocate LIMIT bytes each time.
+                    data = f.read()
+            except OSError as exc:
+                raise imaging.ImageError(f"cannot be read ({exc.strerror or exc})") from None
+        return data
+
+
+def _finish_import(job_id: int, **fields) -> None:
+    ImportJob.objects.filter(pk=job_id).update(finished_at=timezone.now(), **fields)
+
+
+def import_run(*, job_id: int) -> None:
+    """Run an import job: decode, hash and store every file; safe to run again (it resumes)."""
+    with transaction.atomic():
+        job = ImportJob.objects.select_for_update().filter(pk=job_id).first()
+        if job is None or job.status in (ImportJob.Status.DONE, ImportJob.Status.FAILED):
+            return
+        job.status = ImportJob.Status.RUNNING
+        job.started_at = job.started_at or timezone.now()
+        job.processed = 0
+        job.errors = []
+        job.save(update_fields=["status", "started_at", "processed", "errors"])
+    try:
+        _import_files(job)
+    except ValidationFailed as exc:
+        _finish_import(job.pk, status=ImportJob.Status.FAILED, message=exc.message)
+    except SoftTimeLimitExceeded:
+        _finish_import(job.pk, status=ImportJob.Status.FAILED, message="the import took longer than its time limit")
+        raise
+    except Exception as exc:
+        logger.exception("import %s failed", job.pk)
+        _finish_import(job.pk, status=ImportJob.Status.FAILED, message=f"the import failed: {exc}")
+        raise
+
+
+@dataclass
+class _Decoded:
+    sha256: str
+    label: str
+    path: str
+    data: bytes
+    width: int
+    height: int
+    mode: str
+    format: str
+
+
+def _import_files(job: ImportJob) -> None:
+    max_pixels = settings.CRUCIBLE_MAX_IMAGE_PIXELS
+    writer = AssetWriter()
+    source = _Source(job)
+    # Files are written by a second thread while this one decodes the next batch (file creation
+    # waits on the file system, not on Python); rows are inserted here once their files exist.
+    with source.open() as (entries, errors), ThreadPoolExecutor(max_workers=1) as files:
+        total = len(entries) + len(errors)
+        processed = len(errors)
+        ImportJob.objects.filter(pk=job.pk).update(total=total, processed=processed, errors=errors[:MAX_STORED_ERRORS])
+        readable = 0
+        pending = None
+        for start in range(0, len(entries), IMPORT_BATCH):
+            batch: list[_Decoded] = []
+            for entry in entries[start : start + IMPORT_BATCH]:
+                try:
+                    data = source.read(entry)
+                    decoded = imaging.decode(data, max_pixels=max_pixels)
+                except imaging.ImageError as exc:
+                    errors.append({"path": entry.path, "reason": exc.reason})
+                    continue
+                batch.append(
+                    _Decoded(
+                        sha256=hashlib.sha256(data).hexdigest(),
+                        label=entry.label,
+                        path=entry.path,
+                        data=data,
+                        width=decoded.width,
+                        height=decoded.height,
+                        mode=decoded.mode,
+                        format=decoded.format,
+                    )
+                )
+            readable += len(batch)
+            processed += len(entries[start : start + IMPORT_BATCH])
+            unique, ids, new = _prepare_batch(batch)
+            written = files.submit(_write_files, writer, new)
+            if pending is not None:
+                _store_batch(job, *pending, errors=errors)
+            pending = (written, unique, ids, new, processed)
+        if pending is not None:
+            _store_batch(job, *pending, errors=errors)
+    imported = ProjectAsset.objects.filter(import_job=job).count()
+    duplicates = readable - imported
+    classes = len({e.label for e in entries})
+    parts = [f"imported {imported} images in {classes} classes"]
+    if duplicates:
+        parts.append(f"{duplicates} already in the project")
+    if errors:
+        parts.append(
+            f"{len(errors)} files could not be used"
+            + (f" (the first {MAX_STORED_ERRORS} are listed)" if len(errors) > MAX_STORED_ERRORS else "")
+        )
+    status = ImportJob.Status.DONE if readable or not entries else ImportJob.Status.FAILED
+    if not readable:
+        parts = ["no readable image was found", *parts[1:]]
+    _finish_import(
+        job.pk,
+        status=status,
+        processed=total,
+        imported=imported,
+        duplicates=duplicates,
+        errors=errors[:MAX_STORED_ERRORS],
+        message="; ".join(parts),
+    )
+    if job.source_kind == ImportJob.Source.ZIP:
+        # The images are stored by content now; the upload itself is no longer needed.
+        default_storage.delete(job.source)
+
+
+def _prepare_batch(batch: list[_Decoded]) -> tuple[dict[str, _Decoded], dict[str, int], list[_Decoded]]:
+    """The batch without repeats, the ids of assets stored already, and the assets that are new."""
+    unique: dict[str, _Decoded] = {}
+    for item in batch:
+        unique.setdefault(item.sha256, item)
+    ids = _asset_ids(list(unique))
+    new = [item for sha, item in unique.items() if sha not in ids]
+    return unique, ids, new
+
+
+def _write_files(writer: AssetWriter, items: list[_Decoded]) -> None:
+    for item in items:
+        writer.write(asset_storage_name(item.sha256, item.format), item.data)
+
+
+def _store_batch(
+    job: ImportJob,
+    written: Future,
+    unique: dict[str, _Decoded],
+    ids: dict[str, int],
+    new: list[_Decoded],
+    processed: int,
+    *,
+    errors: list,
+) -> None:
+    written.result()  # files first: a row never points at a missing file
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    with transaction.atomic():
+        if new:
+            _insert_ignoring_conflicts(
+                Asset,
+                ["sha256", "storage_name", "size_bytes", "width", "height", "mode", "format", "created_at"],
+                [
+                    (
+                        item.sha256,
+                        asset_storage_name(item.sha256, item.format),
+                        len(item.data),
+                        item.width,
+                        item.height,
+                        item.mode,
+                        item.format,
+                        now,
+                    )
+                    for item in new
+                ],
+            )
+            ids.update(_asset_ids([item.sha256 for item in new]))
+        _insert_ignoring_conflicts(
+            ProjectAsset,
+            ["project_id", "asset_id", "label", "source_path", "import_job_id", "created_at"],
+            [
+                (job.project_id, ids[item.sha256], item.label[:200], item.path[:1000], job.pk, now)
+                for item in unique.values()
+            ],
+        )
+        ImportJob.objects.filter(pk=job.pk).update(processed=processed, errors=errors[:MAX_STORED_ERRORS])
+
+
+def _asset_ids(shas: list[str]) -> dict[str, int]:
+    """Ids of the stored assets among `shas` (at most one batch); plain SQL, as for the inserts."""
+    if not shas:
+        return {}
+    quote = connection.ops.quote_name
+    sql = (
+        f"SELECT {quote('sha256')}, {quote('id')} FROM {quote(Asset._meta.db_table)} "  # noqa: S608 - names from the model
+        f"WHERE {quote('sha256')} IN ({', '.join(['%s'] * len(shas))})"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, shas)
+        return dict(cursor.fetchall())
+
+
+def _insert_ignoring_conflicts(model, columns: list[str], rows: list[tuple]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING (SQLite and PostgreSQL) for many rows.
+
+    bulk_create(ignore_conflicts=True) does the same but prepares every field of every row in
+    Python, which was half the import's time (and a batch's id lookup through the ORM cost more
+    than the query); the unique constraints still decide what is kept.
+    """
+    if not rows:
+        return
+    quote = connection.ops.quote_name
+    table = f"{quote(model._meta.db_table)} ({', '.join(quote(c) for c in columns)})"
+    if connection.vendor == "postgresql":
+        # One array per column: a short statement that PostgreSQL plans at once, whatever the batch size.
+        fields = [model._meta.get_field(c.removesuffix("_id") if c.endswith("_id") else c) for c in columns]
+        arrays = ", ".join(f"%s::{f.db_type(connection).split('(')[0]}[]" for f in fields)
+        sql = f"INSERT INTO {table} SELECT * FROM unnest({arrays}) ON CONFLICT DO NOTHING"  # noqa: S608 - names from the model
+        params = [list(column) for column in zip(*rows, strict=True)]
+    else:
+        row = f"({', '.join(['%s'] * len(columns))})"
+        # One statement per batch; a batch stays far below SQLite's parameter limit.
+        sql = f"INSERT INTO {table} VALUES {', '.join([row] * len(rows))} ON CONFLICT DO NOTHING"  # noqa: S608
+        params = [value for r in rows for value in r]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+# Dataset versions
+
+
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+MAX_SIDE = 1024
+
+
+def _split_keys(seed: int, sha256: str) -> tuple[float, float]:
+    """Two independent numbers in [0, 1) from the seed and the asset: one picks the split, the
+    other the order in which max_per_class keeps items."""
+    digest = hashlib.sha256(f"{seed}:{sha256}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64, int.from_bytes(digest[8:16], "big") / 2**64
+
+
+def _check_spec(
+    *,
+    name: str,
+    channels: int,
+    width: int,
+    height: int,
+    resize_mode: str,
+    val_percent: int,
+    test_percent: int,
+    min_per_class: int | None,
+    max_per_class: int | None,
+    split_seed: int | None,
+) -> None:
+    fields: dict[str, str] = {}
+    if not _NAME_RE.fullmatch(name or "") or name.isdigit():
+        fields["name"] = "letters, digits, '.', '_' and '-', starting with a letter or digit, not only digits"
+    if channels not in (1, 3):
+        fields["channels"] = "1 (grayscale) or 3 (colour)"
+    for key, value in (("width", width), ("height", height)):
+        if not 1 <= value <= MAX_SIDE:
+            fields[key] = f"between 1 and {MAX_SIDE}"
+    if resize_mode not in imaging.RESIZE_MODES:
+        fields["resize_mode"] = f"one of {', '.join(imaging.RESIZE_MODES)}"
+    if val_percent < 0 or test_percent < 0:
+        fields["val_percent" if val_percent < 0 else "test_percent"] = "not negative"
+    elif val_percent + test_percent >= 100:
+        fields["val_percent"] = "val_percent + test_percent must leave room for training (below 100)"
+    if min_per_class is not None and min_per_class < 1:
+        fields["min_per_class"] = "at least 1"
+    if max_per_class is not None and max_per_class < 1:
+        fields["max_per_class"] = "at least 1"
+    if min_per_class and max_per_class and min_per_class > max_per_class:
+        fields["min_per_class"] = "not above max_per_class"
+    if split_seed is not None and not 0 <= split_seed < 2**63:
+        fields["split_seed"] = "between 0 and 2**63 - 1"
+    if fields:
+        first = next(iter(fields.items()))
+        raise ValidationFailed(f"{first[0]}: {first[1]}", fields=fields)
+
+
+def dataset_version_create(
+    *,
+    project: Project,
+    user: User,
+    name: str,
+    channels: int,
+    width: int,
+    height: int,
+    resize_mode: str,
+    val_percent: int = 25,
+    test_percent: int = 0,
+    min_per_class: int | None = None,
+    max_per_class: int | None = None,
+    split_seed: int | None = None,
+) -> DatasetVersion:
+    """Freeze the project's labelled assets into a dataset version and queue its shards.
+
+    Each asset's split comes from a hash of (split_seed, asset sha256), so it depends on nothing
+    else; the seed is chosen at random when not given and is always recorded.
+    """
+    require_write(user=user, project=project)
+    _check_spec(
+        name=name,
+        channels=channels,
+        width=width,
+        height=height,
+        resize_mode=resize_mode,
+        val_percent=val_percent,
+        test_percent=test_percent,
+        min_per_class=min_per_class,
+        max_per_class=max_per_class,
+        split_seed=split_seed,
+    )
+    if DatasetVersion.objects.filter(project=project, name=name).exists():
+        raise Conflict(
+            f"a dataset named {name!r} already exists in {project.name!r}",
+            code="duplicate_name",
+            fields={"name": "taken"},
+        )
+    seed = split_seed if split_seed is not None else secrets.randbelow(2**31)
+    rows = list(
+        ProjectAsset.objects.filter(project=project).exclude(label="").values_list("asset_id", "asset__sha256", "label")
+    )
+    by_class: dict[str, list[tuple[float, float, int, str]]] = {}
+    for asset_id, sha, label in rows:
+        split_key, order_key = _split_keys(seed, sha)
+        by_class.setdefault(label, []).append((order_key, split_key, asset_id, sha))
+    excluded = []
+    for label in list(by_class):
+        if min_per_class and len(by_class[label]) < min_per_class:
+            excluded.append(label)
+            del by_class[label]
+        elif max_per_class:
+            by_class[label] = sorted(by_class[label])[:max_per_class]
+    if len(by_class) < 2:
+        detail = f" ({len(excluded)} had fewer than {min_per_class} images)" if excluded else ""
+        raise ValidationFailed(
+            f"a dataset needs at least two classes with labelled images; {project.name!r} has {len(by_class)}{detail}",
+            code="too_few_classes",
+        )
+    class_names = sorted(by_class, key=natural_key)
+    index = {label: i for i, label in enumerate(class_names)}
+    val_cut, test_cut = val_percent / 100, (val_percent + test_percent) / 100
+    manifest: dict[str, list[tuple[str, int, str]]] = {split: [] for split in SPLITS}
+    for label, items in by_class.items():
+        for _order_key, split_key, asset_id, sha in items:
+            split = "val" if split_key < val_cut else "test" if split_key < test_cut else "train"
+            manifest[split].append((sha, asset_id, label))
+    if not manifest["train"]:
+        raise ValidationFailed(
+            "no image would be left for training; lower val_percent or test_percent",
+            code="empty_train_split",
+            fields={"val_percent": "too high for this data"},
+        )
+    counts = {split: dict.fromkeys(class_names, 0) for split in SPLITS}
+    for split in SPLITS:
+        # Shard rows follow the asset hash: a pure function of the manifest, so equal manifests share shards.
+        manifest[split].sort()
+        for _sha, _asset_id, label in manifest[split]:
+            counts[split][label] += 1
+    spec = {"channels": channels, "width": width, "height": height, "resize_mode": resize_mode}
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
+    for line in sorted(f"{sha}\t{label}\t{split}\n" for split in SPLITS for sha, _, label in manifest[split]):
+        digest.update(line.encode())
+
+    from curation.tasks import dataset_materialize as dataset_materialize_task
+
+    try:
+        with transaction.atomic():
+            version = DatasetVersion.objects.create(
+                project=project,
+                name=name,
+                channels=channels,
+                width=width,
+                height=height,
+                resize_mode=resize_mode,
+                val_percent=val_percent,
+                test_percent=test_percent,
+                min_per_class=min_per_class,
+                max_per_class=max_per_class,
+                split_seed=seed,
+                class_names=class_names,
+                counts=counts,
+                content_hash=digest.hexdigest(),
+                created_by=user,
+            )
+            DatasetItem.objects.bulk_create(
+                (
+                    DatasetItem(
+                        version=version,
+                        asset_id=asset_id,
+                        label=label,
+                        label_index=index[label],
+                        split=split,
+                        position=position,
+                    )
+                    for split in SPLITS
+                    for position, (_sha, asset_id, label) in enumerate(manifest[split])
+                ),
+                batch_size=2000,
+            )
+            audit(
+                actor=user,
+                project=project,
+                verb="dataset.create",
+                target=name,
+                content_hash=version.content_hash,
+                split_seed=seed,
+                excluded_classes=excluded,
+            )
+            transaction.on_commit(lambda: dataset_materialize_task.delay(version_id=version.pk))
+    except IntegrityError:
+        raise Conflict(
+            f"a dataset named {name!r} already exists in {project.name!r}",
+            code="duplicate_name",
+            fields={"name": "taken"},
+        )
+    return version
+
+
+# Dataset shards
+
+
+def _read_asset(root: Path | None, storage_name: str) -> bytes:
+    if root is not None:
+        return (root / storage_name).read_bytes()
+    with default_storage.open(storage_name, "rb") as f:
+        return f.read()
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_manifest(prefix: str) -> dict | None:
+    """The manifest of complete shards under `prefix`: it is written last, so its presence means done."""
+    name = f"{prefix}/manifest.json"
+    try:
+        if not default_storage.exists(name):
+            return None
+        with default_storage.open(name, "rb") as f:
+            return json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _build_shards(version: DatasetVersion, folder: Path) -> dict:
+    """Write {split}_x.npy, {split}_y.npy and manifest.json for `version` into `folder`."""
+    root = storage_root()
+    shape = (version.channels, version.height, version.width)
+    files: dict[str, dict] = {}
+    stats: dict = {}
+    max_pixels = settings.CRUCIBLE_MAX_IMAGE_PIXELS
+    for split in SPLITS:
+        rows = list(
+            DatasetItem.objects.filter(version=version, split=split)
+            .order_by("position")
+            .values_list(
+                "label_index", "asset__sha256", "asset__storage_name", "asset__width", "asset__height", "asset__mode"
+            )
+        )
+        n = len(rows)
+        x_path, y_path = folder / f"{split}_x.npy", folder / f"{split}_y.npy"
+        y = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
+        if n:
+            x = np.lib.format.open_memmap(x_path, mode="w+", dtype=np.uint8, shape=(n, *shape))
+            for i, (_label, sha, storage_name, _w, _h, _mode) in enumerate(rows):
+                try:
+                    decoded = imaging.decode(_read_asset(root, storage_name), max_pixels=max_pixels)
+                except (imaging.ImageError, OSError) as exc:
+                    reason = exc.reason if isinstance(exc, imaging.ImageError) else (exc.strerror or str(exc))
+                    raise ValidationFailed(f"asset {sha[:12]} could not be read: {reason}") from None
+                x[i], _steps = imaging.preprocess(
+                    decoded.image,
+                    channels=version.channels,
+                    width=version.width,
+                    height=version.height,
+                    resize_mode=version.resize_mode,
+                    fill_seed=bytes.fromhex(sha),
+                )
+            x.flush()
+            if split == "train":
+                stats = imaging.image_stats(x, [(r[3], r[4]) for r in rows], [r[5] for r in rows])
+            del x
+        else:
+            np.save(x_path, np.zeros((0, *shape), dtype=np.uint8))
+        np.save(y_path, y)
+        for path in (x_path, y_path):
+            files[path.name] = {"sha256": _sha256_file(path), "bytes": path.stat().st_size}
+    manifest = {
+        "format": 1,
+        "content_hash": version.content_hash,
+        "class_names": version.class_names,
+        "spec": version.spec,
+        "counts": version.counts,
+        "files": files,
+        "stats": stats,
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    return manifest
+
+
+def _publish_shards(version: DatasetVersion, build: Path, prefix: str) -> dict:
+    """Move a finished build into storage under `prefix`; if another worker got there first, keep theirs."""
+    root = storage_root()
+    if root is not None:
+        final = root / prefix
+        final.parent.mkdir(parents=True, exist_ok=True)
+        existing = _read_manifest(prefix)
+        if existing is not None:
+            shutil.rmtree(build, ignore_errors=True)
+            return existing
+        if final.exists():  # a folder without a manifest is an unfinished build: replace it
+            shutil.rmtree(final)
+        os.rename(build, final)
+        return json.loads((final / "manifest.json").read_text())
+    manifest = json.loads((build / "manifest.json").read_text())
+    for name in [*manifest["files"], "manifest.json"]:  # the manifest last: it marks the shards complete
+        target = f"{prefix}/{name}"
+        if default_storage.exists(target):
+            default_storage.delete(target)
+        with open(build / name, "rb") as f:
+            default_storage.save(target, f)
+    # Keep the build as this worker's local copy of the shards.
+    cache = Path(settings.CRUCIBLE_CACHE_DIR) / "shards" / version.content_hash
+    (build / ".verified").touch()
+    if cache.exists():
+        shutil.rmtree(build, ignore_errors=True)
+    else:
+        os.rename(build, cache)
+    return manifest
+
+
+def dataset_materialize(*, version_id: int) -> None:
+    """Write a dataset version's training shards, or reuse shards of the same content; idempotent."""
+    version = DatasetVersion.objects.filter(pk=version_id).first()
+    if version is None or version.status != DatasetVersion.Status.MATERIALIZING:
+        return
+    prefix = f"shards/{version.content_hash}"
+    build: Path | None = None
+    try:
+        manifest = _read_manifest(prefix)
+        if manifest is None:
+            root = storage_root()
+            base = root / "shards" if root is not None else Path(settings.CRUCIBLE_CACHE_DIR) / "shards"
+            base.mkdir(parents=True, exist_ok=True)
+            build = base / f".build-{uuid.uuid4().hex}"
+            build.mkdir()
+            _build_shards(version, build)
+            manifest = _publish_shards(version, build, prefix)
+    except ValidationFailed as exc:
+        _fail_version(version.pk, exc.message)
+        return
+    except SoftTimeLimitExceeded:
+        _fail_version(version.pk, "writing the shards took longer than the time limit")
+        raise
+    except Exception as exc:
+        logger.exception("dataset version %s failed", version.pk)
+        _fail_version(version.pk, f"writing the shards failed: {exc}")
+        raise
+    finally:
+        if build is not None and build.exists():
+            shutil.rmtree(build, ignore_errors=True)
+    DatasetVersion.objects.filter(pk=version.pk, status=DatasetVersion.Status.MATERIALIZING).update(
+        status=DatasetVersion.Status.READY, shard_name=prefix, stats=manifest.get("stats") or {}, error=""
+    )
+
+
+def _fail_version(version_id: int, error: str) -> None:
+    DatasetVersion.objects.filter(pk=version_id, status=DatasetVersion.Status.MATERIALIZING).update(
+        status=DatasetVersion.Status.FAILED, error=error
+    )
