@@ -31,10 +31,8 @@ def _embedded_secret_key() -> str:
     return path.read_text().strip()
 
 
-if EMBEDDED:
-    SECRET_KEY = env.str("SECRET_KEY", default="") or _embedded_secret_key()
-else:
-    SECRET_KEY = env.str("SECRET_KEY")  # raises ImproperlyConfigured when missing
+# Outside the embedded mode a missing SECRET_KEY raises ImproperlyConfigured: production refuses to start.
+SECRET_KEY = (env.str("SECRET_KEY", default="") or _embedded_secret_key()) if EMBEDDED else env.str("SECRET_KEY")
 
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"] if EMBEDDED else ["localhost", "127.0.0.1"])
@@ -181,9 +179,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Celery: queues ingest, train, eval, default.
-CELERY_BROKER_URL = env.str(
-    "CELERY_BROKER_URL", default="filesystem://" if EMBEDDED else "redis://127.0.0.1:6379/0"
-)
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://" if EMBEDDED else "redis://127.0.0.1:6379/0")
 _broker_dir = DATA_DIR / "broker"
 if CELERY_BROKER_URL.startswith("filesystem://"):
     (_broker_dir / "queue").mkdir(parents=True, exist_ok=True)

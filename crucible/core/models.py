@@ -23,9 +23,7 @@ MANAGE_ROLES = {Role.ADMIN}
 class Project(models.Model):
     name = models.CharField(max_length=100, unique=True)
     description = models.TextField(blank=True, default="")
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
-    )
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -33,8 +31,7 @@ class Project(models.Model):
         constraints = [
             # Names appear in references such as "PROJECT/DATASET": no slash, not only digits.
             models.CheckConstraint(
-                condition=models.Q(name__regex=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-                & ~models.Q(name__regex=r"^[0-9]+$"),
+                condition=models.Q(name__regex=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$") & ~models.Q(name__regex=r"^[0-9]+$"),
                 name="project_name_format",
             ),
         ]
@@ -71,3 +68,6 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["-at"]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M} {self.verb} {self.target}"

@@ -5,7 +5,9 @@ from crucible.core.models import Project
 
 def test_token_login_and_me(client, make_user):
     make_user("alice", staff=True)
-    resp = client.post("/api/v1/auth/token/", {"username": "alice", "password": "pw-alice"}, content_type="application/json")
+    resp = client.post(
+        "/api/v1/auth/token/", {"username": "alice", "password": "pw-alice"}, content_type="application/json"
+    )
     assert resp.status_code == 200
     token = resp.json()["token"]
     me = client.get("/api/v1/me/", HTTP_AUTHORIZATION=f"Token {token}")
@@ -14,7 +16,9 @@ def test_token_login_and_me(client, make_user):
 
 def test_wrong_password_is_a_json_error(client, make_user):
     make_user("alice")
-    resp = client.post("/api/v1/auth/token/", {"username": "alice", "password": "nope"}, content_type="application/json")
+    resp = client.post(
+        "/api/v1/auth/token/", {"username": "alice", "password": "nope"}, content_type="application/json"
+    )
     assert resp.status_code == 400
     assert resp.json()["error"]["code"] == "bad_credentials"
 
@@ -60,7 +64,9 @@ def test_annotator_cannot_create_projects_nor_see_others(api, project, annotator
 
 def test_project_admin_adds_member(api, project, admin_user, make_user):
     make_user("bob")
-    resp = api(admin_user).post(f"/api/v1/projects/{project.name}/members/", {"username": "bob", "role": "engineer"}, format="json")
+    resp = api(admin_user).post(
+        f"/api/v1/projects/{project.name}/members/", {"username": "bob", "role": "engineer"}, format="json"
+    )
     assert resp.status_code == 200
     assert resp.json() == {"username": "bob", "role": "engineer"}
 

