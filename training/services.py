@@ -64,6 +64,7 @@ _CONFIG_TYPES: dict[str, type] = {
     "optimizer": str,
     "momentum": float,
     "weight_decay": float,
+    "mean_subtraction": str,
 }
 
 
@@ -97,6 +98,12 @@ def _config_clean(config: dict[str, Any]) -> TrainConfig:
         code = "unknown_network" if key == "network" else "invalid_config"
         raise ValidationFailed(message, code=code, fields=problems)
     return cfg
+
+
+def _recorded_config(run: TrainingRun) -> dict[str, Any]:
+    """The configuration `run` was started with. A run recorded before mean subtraction was a setting
+    trained without one, so its missing value is "none", not today's default."""
+    return {"mean_subtraction": "none", **run.config}
 
 
 def _name_clean(name: str) -> str:
@@ -210,7 +217,8 @@ def training_run_start(
     """Create a queued run and enqueue `training.run` once the transaction commits.
 
     `config` holds network (required), epochs, batch_size, lr, lr_policy, lr_step_epochs, lr_gamma,
-    optimizer, momentum and weight_decay; missing values take the defaults of `TrainConfig`.
+    optimizer, momentum, weight_decay and mean_subtraction; missing values take the defaults of
+    `TrainConfig`.
     A `seed` of None draws a random one, recorded on the run. With `from_run`, the new run starts
     from that run's weights at `from_epoch` (its last epoch when None) with a fresh optimizer.
     Everything is checked before anything is written.
@@ -271,7 +279,7 @@ def training_run_clone(*, run: TrainingRun, user: User, name: str | None = None,
     "<name>-clone-2", ... when no name is given."""
     require_write(user=user, project=run.project)
     name = _name_clean(name) if name else _clone_name(run)
-    cfg = _config_clean(run.config)
+    cfg = _config_clean(_recorded_config(run))
     dataset_version = run.dataset_version
     if dataset_version.status != DatasetVersion.Status.READY:
         raise Conflict(
@@ -475,7 +483,7 @@ def training_run_execute(*, run_id: int) -> None:
         return
     torch.set_num_threads(settings.CRUCIBLE_TORCH_THREADS)
     try:
-        config = TrainConfig.from_dict(run.config)
+        config = TrainConfig.from_dict(_recorded_config(run))
         version = DatasetVersion.objects.get(pk=run.dataset_version_id)
         data = TrainData.from_dir(dataset_shard_dir(version=version), num_classes=len(version.class_names))
         resume_from = init_from = None
@@ -672,8 +680,9 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 def training_run_model_archive(*, run: TrainingRun, user: User, epoch: int | None = None) -> tuple[str, IO[bytes]]:
     """The model of `run` at `epoch` as a tar.gz: weights.pt (a state_dict), preprocessing.json (how
-    to prepare an input: the dataset's spec and the 1/255 scale), labels.txt (class names by output
-    index) and info.json (run, epoch, metrics, seed, dataset hash, network, config, lineage).
+    to prepare an input: the dataset's spec, the mean subtracted and the 1/255 scale), mean.npy (that
+    mean, when the run subtracted one), labels.txt (class names by output index) and info.json (run,
+    epoch, metrics, seed, dataset hash, network, config, lineage).
     Returns the file name and an open temporary file positioned at its start."""
     require_read(user=user, project=run.project)
     found = training_run_epoch_get(run=run, epoch=epoch)
@@ -681,12 +690,22 @@ def training_run_model_archive(*, run: TrainingRun, user: User, epoch: int | Non
     version = run.dataset_version
     weights = io.BytesIO()
     torch.save({k: v.contiguous() for k, v in ckpt["model"].items()}, weights)  # plain layout for any reader
+    mean = ckpt.get("mean")  # None: trained without one (or before checkpoints kept it)
+    mean_bytes = io.BytesIO()
+    if mean is not None:
+        np.save(mean_bytes, mean.numpy().astype(np.float32))
     preprocessing = {
         **version.spec,
+        "mean_subtraction": "none" if mean is None else ckpt["config"]["mean_subtraction"],
+        "mean_file": None if mean is None else "mean.npy",
         "scale": SCALE,
         "layout": "NCHW",
         "input_dtype": "uint8",
-        "note": "decode, convert to the channels, resize with resize_mode, then multiply by scale",
+        "note": (
+            "decode, convert to the channels, resize with resize_mode, convert to float32, subtract "
+            "mean_file (float32 in pixel units 0-255, shaped C x H x W or C x 1 x 1) when there is one, "
+            "then multiply by scale"
+        ),
     }
     info = {
         "run": {"id": run.pk, "name": run.name, "project": run.project.name},
@@ -713,6 +732,8 @@ def training_run_model_archive(*, run: TrainingRun, user: User, epoch: int | Non
     with tarfile.open(fileobj=out, mode="w:gz") as tar:
         _add_bytes(tar, "weights.pt", weights.getvalue())
         _add_bytes(tar, "preprocessing.json", json.dumps(preprocessing, indent=2).encode())
+        if mean is not None:
+            _add_bytes(tar, "mean.npy", mean_bytes.getvalue())
         _add_bytes(tar, "labels.txt", "".join(f"{c}\n" for c in version.class_names).encode())
         _add_bytes(tar, "info.json", json.dumps(info, indent=2).encode())
     out.seek(0)

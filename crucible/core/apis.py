@@ -19,10 +19,16 @@ class TokenCreateApi(APIView):
     authentication_classes: list = []
 
     class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "TokenCreateInput"
+
         username = serializers.CharField()
         password = serializers.CharField()
 
     class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "TokenCreateOutput"
+
         token = serializers.CharField()
         username = serializers.CharField()
 
@@ -38,6 +44,9 @@ class TokenCreateApi(APIView):
 
 class MeApi(APIView):
     class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "MeOutput"
+
         id = serializers.IntegerField()
         username = serializers.CharField()
         is_staff = serializers.BooleanField()
@@ -67,6 +76,9 @@ def _roles(user, projects) -> dict[int, str]:
 
 class ProjectListApi(APIView):
     class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "ProjectListInput"
+
         name = serializers.CharField(max_length=100)
         description = serializers.CharField(required=False, allow_blank=True, default="")
 
@@ -95,6 +107,9 @@ class ProjectDetailApi(APIView):
 
 class MembershipSetApi(APIView):
     class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "MembershipSetInput"
+
         username = serializers.CharField()
         role = serializers.ChoiceField(choices=Role.values)
 

@@ -1,4 +1,4 @@
-"""Predictions from a checkpoint, with the same input scaling as training."""
+"""Predictions from a checkpoint, with the same input transform as training (mean and scale)."""
 
 from pathlib import Path
 
@@ -27,6 +27,9 @@ class Predictor:
             )
         model.load_state_dict(checkpoint["model"])
         self.model = model.to(self.device, memory_format=MEMORY_FORMAT).eval()
+        # The mean training subtracted (pixel units), None for checkpoints trained without one.
+        mean = checkpoint.get("mean")
+        self.mean = None if mean is None else mean.to(self.device)
 
     @classmethod
     def load(cls, path: Path, *, device: str = "cpu") -> "Predictor":
@@ -40,7 +43,7 @@ class Predictor:
             shape = ", ".join(map(str, expected))
             raise ValueError(f"expected uint8 images shaped (N, {shape}), got {x.dtype} {tuple(x.shape)}")
         out = [
-            torch.softmax(self.model(to_input(x[i : i + batch_size], self.device)), dim=1).cpu().numpy()
+            torch.softmax(self.model(to_input(x[i : i + batch_size], self.device, self.mean)), dim=1).cpu().numpy()
             for i in range(0, len(x), batch_size)
         ]
         if not out:

@@ -1,8 +1,10 @@
 """The training loop over memory-mapped uint8 shards, with exact checkpoints.
 
-Batches are gathered by index straight from the shard (N x C x H x W uint8, usually a memmap) and
-scaled by 1/255 as DIGITS' LeNet does, so no data-loader processes and no decoded copy of the data
-set are needed. Every epoch writes a checkpoint holding the model, optimizer and scheduler state and
+Batches are gathered by index straight from the shard (N x C x H x W uint8, usually a memmap), less
+the training split's mean image and scaled by 1/255 as DIGITS' LeNet does (DIGITS subtracts the mean
+image by default), so no data-loader processes and no decoded copy of the data set are needed. The
+mean is computed once from the training shard and kept in every checkpoint, so that resuming and
+inference subtract exactly the same values. Every epoch writes a checkpoint holding the model, optimizer and scheduler state and
 every random state, so a resumed run continues exactly where the first one stopped, and on CPU a
 run repeated with the same seed (and the same thread count) repeats its metrics bit for bit.
 """
@@ -25,9 +27,15 @@ from torch import nn
 from training.engine.networks import NETWORKS, build_network
 
 SCALE = 1.0 / 255.0  # DIGITS' LeNet input scale (0.00390625)
-CHECKPOINT_FORMAT = 1
+# Format 2 adds "mean" (the mean subtracted from every input, or None); format 1 checkpoints have
+# none and are read as trained without one.
+CHECKPOINT_FORMAT = 2
 OPTIMIZERS = ("sgd", "adam")
 LR_POLICIES = ("fixed", "step")
+# DIGITS' "Subtract Mean" choices: the training split's mean image (its default), its mean per
+# channel ("pixel"), or nothing.
+MEAN_SUBTRACTIONS = ("image", "pixel", "none")
+MEAN_CHUNK = 4096  # images summed at a time when computing the mean of a (memory-mapped) shard
 # Convolutions and max pooling run 1.6-1.7x faster channels-last on CPU (LeNet, one thread: NCHW max
 # pooling alone takes a fifth of the step); the values are the same, only the layout differs.
 MEMORY_FORMAT = torch.channels_last
@@ -49,6 +57,7 @@ class TrainConfig:
     optimizer: str = "sgd"
     momentum: float = 0.9
     weight_decay: float = 0.0
+    mean_subtraction: str = "image"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
@@ -81,6 +90,10 @@ class TrainConfig:
             problems["momentum"] = "momentum must be in [0, 1)"
         if self.weight_decay < 0:
             problems["weight_decay"] = "weight_decay must not be negative"
+        if self.mean_subtraction not in MEAN_SUBTRACTIONS:
+            problems["mean_subtraction"] = (
+                f"unknown mean_subtraction {self.mean_subtraction!r}; one of {', '.join(MEAN_SUBTRACTIONS)}"
+            )
         return problems
 
 
@@ -229,17 +242,47 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
     return sorted(k for k in own if k not in usable)
 
 
-def to_input(x: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float32 on `device`, scaled by 1/255 (the conversion happens on the device)."""
+def compute_mean(x: np.ndarray, mode: str) -> torch.Tensor | None:
+    """The mean `mode` subtracts from inputs drawn from `x` (uint8, N x C x H x W), in pixel units:
+    float32 (C, H, W) for "image", (C, 1, 1) for "pixel", None for "none" or an empty `x`.
+
+    Sums are exact integers, so the result does not depend on chunking or thread count."""
+    if mode not in MEAN_SUBTRACTIONS:
+        raise ValueError(f"unknown mean_subtraction {mode!r}; one of {', '.join(MEAN_SUBTRACTIONS)}")
+    if mode == "none" or len(x) == 0:
+        return None
+    total = np.zeros(x.shape[1:], dtype=np.int64)
+    for start in range(0, len(x), MEAN_CHUNK):
+        total += np.asarray(x[start : start + MEAN_CHUNK]).sum(axis=0, dtype=np.int64)
+    count = len(x)
+    if mode == "pixel":
+        total = total.sum(axis=(1, 2), keepdims=True)
+        count *= x.shape[2] * x.shape[3]
+    return torch.from_numpy((total / count).astype(np.float32))
+
+
+def to_input(x: np.ndarray, device: torch.device, mean: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float32 on `device`: (x - mean) * 1/255, as Caffe's data transformer
+    does (the conversion happens on the device). `mean` (pixel units, broadcastable to (C, H, W)) must
+    already be on `device`; None subtracts nothing."""
     if not (x.flags.c_contiguous and x.flags.writeable):
         x = np.array(x)  # a slice of a read-only memmap: torch wants its own writable copy
-    out = torch.from_numpy(x).to(device, non_blocking=True).float().mul_(SCALE)
+    out = torch.from_numpy(x).to(device, non_blocking=True).float()
+    if mean is not None:
+        out.sub_(mean)
+    out.mul_(SCALE)
     return out.contiguous(memory_format=MEMORY_FORMAT)
 
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, x: np.ndarray, y: np.ndarray, *, device: torch.device, batch_size: int = 512
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    device: torch.device,
+    batch_size: int = 512,
+    mean: torch.Tensor | None = None,
 ) -> tuple[float | None, float | None]:
     """Mean cross-entropy loss and accuracy over (x, y); (None, None) when there is nothing to evaluate."""
     if len(y) == 0:
@@ -248,7 +291,7 @@ def evaluate(
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     for start in range(0, len(y), batch_size):
-        xb = to_input(x[start : start + batch_size], device)
+        xb = to_input(x[start : start + batch_size], device, mean)
         yb = torch.from_numpy(np.array(y[start : start + batch_size])).to(device)
         out = model(xb)
         loss_sum += F.cross_entropy(out, yb, reduction="sum").double()
@@ -273,7 +316,8 @@ def train(
     """Train `config.network` on `data`, writing `checkpoint_dir/epoch-N.pt` after every epoch.
 
     init_from: a checkpoint whose weights start this run (fine-tuning: fresh optimizer and schedule).
-    resume_from: this run's own checkpoint; training continues after its epoch with every state restored.
+    resume_from: this run's own checkpoint; training continues after its epoch with every state restored
+        (its mean included: a run resumes with the mean it started with).
     on_progress(done_batches, total_batches, images_per_sec): counts over the whole run, at most ~2x/s.
     should_stop(): polled at most every 0.5 s; when true the loop stops after the current batch.
     on_epoch(result, checkpoint_path): after each epoch's checkpoint is written.
@@ -350,11 +394,16 @@ def _train(
         scheduler.load_state_dict(ckpt["scheduler"])
         _restore_rng(ckpt["rng"], generator)
         start_epoch = int(ckpt["epoch"])
-    elif init_from is not None:
-        ckpt = load_checkpoint(init_from)
-        if ckpt["meta"]["network"] != config.network:
-            raise ValueError(f"cannot start a {config.network} from {ckpt['meta']['network']} weights")
-        result.skipped_weights = load_weights(model, ckpt["model"])
+        mean = ckpt.get("mean")  # format 1: trained without one
+    else:
+        if init_from is not None:
+            ckpt = load_checkpoint(init_from)
+            if ckpt["meta"]["network"] != config.network:
+                raise ValueError(f"cannot start a {config.network} from {ckpt['meta']['network']} weights")
+            result.skipped_weights = load_weights(model, ckpt["model"])
+        # Fine-tuning too takes the mean of its own training data, as DIGITS does.
+        mean = compute_mean(data.train_x, config.mean_subtraction)
+    mean_on_device = None if mean is None else mean.to(dev)
 
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     bs = config.batch_size
@@ -376,7 +425,7 @@ def _train(
             # Sorted indices read the memmap front to back within a batch; order inside a batch does
             # not change the mean gradient.
             idx = np.sort(order[b * bs : (b + 1) * bs])
-            xb = to_input(train_x[idx], dev)
+            xb = to_input(train_x[idx], dev, mean_on_device)
             yb = torch.from_numpy(train_y[idx]).to(dev, non_blocking=True)
             loss = F.cross_entropy(model(xb), yb)
             optimizer.zero_grad(set_to_none=True)
@@ -397,7 +446,9 @@ def _train(
                     return result
         train_seconds = time.perf_counter() - epoch_started
         train_loss = float(loss_sum) / n
-        val_loss, val_accuracy = evaluate(model, data.val_x, data.val_y, device=dev, batch_size=max(bs, 512))
+        val_loss, val_accuracy = evaluate(
+            model, data.val_x, data.val_y, device=dev, batch_size=max(bs, 512), mean=mean_on_device
+        )
         scheduler.step()
         epoch_result = EpochResult(
             epoch=epoch,
@@ -414,6 +465,7 @@ def _train(
                 "format": CHECKPOINT_FORMAT,
                 "epoch": epoch,
                 "meta": meta,
+                "mean": mean,
                 "config": config.to_dict(),
                 "seed": seed,
                 "metrics": dataclasses.asdict(epoch_result),

@@ -4,6 +4,7 @@ Everything runs in the foreground; SIGINT or SIGTERM stops every process started
 again reuses the database, the files and the admin account that exist.
 """
 
+import ctypes
 import os
 import secrets
 import signal
@@ -20,6 +21,15 @@ from django.core.management.base import BaseCommand
 from crucible.core.models import User
 
 
+def _die_with_parent() -> None:
+    """On Linux, receive SIGTERM when the parent process dies, so that nothing outlives `make run`."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class Command(BaseCommand):
     help = "Run Crucible on this machine: web server, Celery worker and beat, with the demo project."
 
@@ -29,6 +39,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-demo", action="store_true", help="do not load the demo project")
 
     def handle(self, *args: Any, port: int, host: str, no_demo: bool, **options: Any) -> None:
+        _die_with_parent()  # `make` does not pass SIGTERM on to its recipe
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
         username, password = self._ensure_admin()
@@ -108,7 +119,7 @@ class Command(BaseCommand):
         return username, password
 
     def _spawn(self, name: str, cmd: list[str], env: dict[str, str], optional: bool = False) -> None:
-        proc = subprocess.Popen(cmd, env=env, cwd=settings.BASE_DIR)
+        proc = subprocess.Popen(cmd, env=env, cwd=settings.BASE_DIR, preexec_fn=_die_with_parent)
         proc.crucible_name = name  # type: ignore[attr-defined]
         proc.crucible_optional = optional  # type: ignore[attr-defined]
         self.children.append(proc)
