@@ -2,6 +2,9 @@
 
 import gzip
 import io
+import os
+import signal
+import subprocess
 import tarfile
 import zipfile
 from importlib import resources
@@ -167,3 +170,44 @@ def test_digits_walkthrough(celery_worker_process, api):
     assert client.post(f"/api/v1/runs/{long_id}/abort/").status_code == 200
     aborted = _wait_run(client, long_id, statuses=("aborted",), timeout=60)
     assert aborted["current_epoch"] < 500
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "--ppid", str(pid), "-o", "pid="], capture_output=True, text=True, check=False)
+    return [int(p) for p in out.stdout.split()]
+
+
+def test_a_run_whose_worker_dies_resumes_and_matches_an_uninterrupted_run(celery_worker_process, api):
+    """The worker process training a run is killed; the task is redelivered and resumes from its
+    last checkpoint, ending with exactly the metrics of the same run never interrupted."""
+    admin = User.objects.create_superuser(username="root2", password="pw")
+    client = api(admin)
+    assert client.post("/api/v1/projects/", {"name": "resume"}, format="json").status_code == 201
+    upload = io.BytesIO(_mnist_zip())
+    upload.name = "digits.zip"
+    job_id = client.post("/api/v1/projects/resume/imports/", {"file": upload}, format="multipart").json()["id"]
+    wait_for(lambda: _get(client, f"/api/v1/imports/{job_id}/")["status"] == "done", what="import")
+    ds = client.post(
+        "/api/v1/projects/resume/datasets/",
+        {"name": "d", "channels": 1, "width": 28, "height": 28, "resize_mode": "squash", "split_seed": 3},
+        format="json",
+    ).json()
+    wait_for(lambda: _get(client, f"/api/v1/datasets/{ds['id']}/")["status"] == "ready", what="dataset")
+
+    body = {"name": "killed", "network": "lenet", "epochs": 8, "batch_size": 8, "seed": 11}
+    run_id = client.post(f"/api/v1/datasets/{ds['id']}/runs/", body, format="json").json()["id"]
+    wait_for(lambda: _get(client, f"/api/v1/runs/{run_id}/")["current_epoch"] >= 2, what="two epochs")
+    pool = _children(celery_worker_process.pid)
+    assert pool, "the worker has no pool process"
+    for pid in pool:
+        os.kill(pid, signal.SIGKILL)
+    killed_at = _get(client, f"/api/v1/runs/{run_id}/")["current_epoch"]
+    assert killed_at < 8, "the run finished before the worker could be killed"
+
+    resumed = _wait_run(client, run_id)
+    assert [e["epoch"] for e in resumed["epochs"]] == list(range(1, 9))
+
+    clone_id = client.post(f"/api/v1/runs/{run_id}/clone/", {}, format="json").json()["id"]
+    clone = _wait_run(client, clone_id)
+    metrics = lambda run: [(e["train_loss"], e["val_loss"], e["val_accuracy"]) for e in run["epochs"]]  # noqa: E731
+    assert metrics(resumed) == metrics(clone)
