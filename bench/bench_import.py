@@ -5,12 +5,20 @@ into a temporary folder of class subfolders, then times
   1. a bare loop that only reads and decodes each file (PIL open + load), and
   2. the real import: the `curation.import_run` task's function, in this process, on a fresh
      project, against whatever DATABASE_URL and storage the settings say,
-and prints both rates and their ratio. Both run in one process.
+and prints both rates and their ratio. Both run in one process: the bare loop on one thread, the
+import with decoding on one thread and file and row writes on two others, so neither decodes on
+more than one core.
 
     CRUCIBLE_DATA_DIR=/tmp/bench .venv/bin/python bench/bench_import.py --n 20000
+
+The PNGs go to a temporary folder (TMPDIR). On ext4 without a journal, creating files right after
+many were deleted nearby is slow (the allocator skips inodes freed in the last few minutes, one by
+one), and every run deletes what it wrote: back-to-back runs on such a disk measure that, not the
+import. Leave a few minutes between runs on disk, or put TMPDIR on a tmpfs.
 """
 
 import argparse
+import cProfile
 import io
 import os
 import shutil
@@ -28,7 +36,7 @@ django.setup()
 
 import numpy as np  # noqa: E402
 from django.conf import settings  # noqa: E402
-from django.core.files.storage import default_storage  # noqa: E402
+from django.core.files.storage import DEFAULT_STORAGE_ALIAS, default_storage, storages  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -36,6 +44,7 @@ from PIL import Image  # noqa: E402
 from crucible.core.models import Project, User  # noqa: E402
 from curation.management.commands.load_demo import mnist_digits  # noqa: E402
 from curation.models import Asset, ImportJob, ProjectAsset  # noqa: E402
+from curation.selectors import storage_root  # noqa: E402
 from curation.tasks import import_run  # noqa: E402
 
 
@@ -62,7 +71,7 @@ def bare_loop(paths: list[Path]) -> float:
     return time.perf_counter() - start
 
 
-def real_import(folder: Path) -> tuple[float, ImportJob]:
+def real_import(folder: Path, profile: str | None = None) -> tuple[float, ImportJob]:
     user = User.objects.filter(is_superuser=True).order_by("pk").first() or User.objects.create_superuser(
         username=f"bench-{os.getpid()}", password=None
     )
@@ -75,9 +84,15 @@ def real_import(folder: Path) -> tuple[float, ImportJob]:
         source=str(folder),
         source_label=str(folder),
     )
+    profiler = cProfile.Profile() if profile else None
     start = time.perf_counter()
-    import_run(job_id=job.pk)
+    if profiler is not None:
+        profiler.runcall(import_run, job_id=job.pk)
+    else:
+        import_run(job_id=job.pk)
     elapsed = time.perf_counter() - start
+    if profiler is not None:
+        profiler.dump_stats(profile)
     job.refresh_from_db()
     return elapsed, job
 
@@ -100,6 +115,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=60000, help="number of images (default 60000)")
     parser.add_argument("--seed", type=int, default=None, help="noise seed (default: new files every run)")
     parser.add_argument("--keep", action="store_true", help="keep the bench project and its assets")
+    parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the import (only) to FILE")
     args = parser.parse_args()
 
     call_command("migrate", verbosity=0)
@@ -111,17 +127,25 @@ def main() -> None:
         t0 = time.perf_counter()
         paths = write_pngs(folder, args.n, seed)
         print(f"wrote {len(paths)} PNGs in {time.perf_counter() - t0:.1f} s ({folder})")
-        print(f"database: {connection.vendor}; storage: {default_storage.__class__.__name__}; processes: 1")
+        root_dir = storage_root(storages[DEFAULT_STORAGE_ALIAS])
+        where = f"files under {root_dir}" if root_dir is not None else "remote"
+        print(f"database: {connection.vendor} ({connection.settings_dict['NAME']})")
+        print(f"storage:  {default_storage.__class__.__name__}, {where}")
+        print(
+            "processes: 1 for both. The bare loop is one thread; the import decodes on one thread while "
+            "two others write files and rows (no extra process, so no extra decoding)."
+        )
         bare_loop(paths[: min(2000, len(paths))])  # warm the page cache and Pillow's plugins
         before = bare_loop(paths)
-        elapsed, job = real_import(folder)
+        elapsed, job = real_import(folder, args.profile)
         after = bare_loop(paths)
         # The machine may be shared: the baseline is measured on both sides of the import.
         bare = (before + after) / 2
-        print(f"bare read+decode loop: {len(paths) / bare:9.0f} images/s ({before:.2f} s before, {after:.2f} s after)")
-        print(f"import (task):        {len(paths) / elapsed:9.0f} images/s ({elapsed:.2f} s)")
+        print(f"n = {len(paths)}")
+        print(f"bare read+decode rate: {len(paths) / bare:9.0f} images/s ({before:.2f} s before, {after:.2f} s after)")
+        print(f"import rate (task):    {len(paths) / elapsed:9.0f} images/s ({elapsed:.2f} s)")
         print(f"  job: {job.status}, {job.imported} imported, {job.duplicates} duplicates, {len(job.errors)} errors")
-        print(f"ratio import / bare: {bare / elapsed:.2f}x (target >= 0.5x)")
+        print(f"ratio import / bare:   {bare / elapsed:9.2f}x (target >= 0.5x)")
         if not args.keep:
             cleanup(job)
     finally:

@@ -11,17 +11,20 @@ import secrets
 import shutil
 import uuid
 import zipfile
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
 import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.core.files.storage import Storage, default_storage
+from django.core.files.storage import DEFAULT_STORAGE_ALIAS, Storage, default_storage, storages
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
@@ -36,7 +39,7 @@ from curation.selectors import SPLITS, natural_key, storage_root
 
 logger = logging.getLogger(__name__)
 
-IMPORT_BATCH = 500  # files per database round trip and progress update
+IMPORT_BATCH = 2000  # files per database transaction and progress update (SQLite: 8 x 2000 parameters)
 MAX_FILE_BYTES = 256 * 1024 * 1024  # one image file; larger ones are reported, not read
 MAX_STORED_ERRORS = 1000  # beyond this the job keeps a count in its message
 _IGNORED_NAMES = {"__MACOSX", "Thumbs.db", "desktop.ini"}
@@ -44,7 +47,13 @@ _ASSET_EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "PPM": ".ppm"
 
 
 def asset_storage_name(sha256: str, fmt: str) -> str:
-    return f"assets/{sha256[:2]}/{sha256[2:4]}/{sha256}{_ASSET_EXTENSIONS.get(fmt, '.bin')}"
+    """Where an asset's file is stored, by content.
+
+    One level of 256 folders: a second level (65,536 folders) made an import of 60,000 files create
+    about 40,000 folders besides the files, each an inode and a block. Assets stored under the older
+    two-level names keep them (the row records the name).
+    """
+    return f"assets/{sha256[:2]}/{sha256}{_ASSET_EXTENSIONS.get(fmt, '.bin')}"
 
 
 def _umask() -> int:
@@ -67,7 +76,9 @@ class AssetWriter:
     """
 
     def __init__(self, storage: Storage | None = None):
-        self.storage = storage or default_storage
+        # The storage itself, not default_storage: that lazy wrapper is empty until first used, and
+        # storage_root() would then see no local folder (every file through storage.save).
+        self.storage = storage or storages[DEFAULT_STORAGE_ALIAS]
         root = storage_root(self.storage)
         self.root = str(root) if root is not None else None
         mode = getattr(getattr(self.storage, "_wrapped", self.storage), "file_permissions_mode", None)
@@ -132,7 +143,7 @@ def _strip_wrappers(paths: list[tuple[str, ...]]) -> int:
     return depth
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     label: str
     path: str  # as shown to the user, relative to the import root
@@ -140,22 +151,26 @@ class _Entry:
 
 
 def _layout(items: list[tuple[tuple[str, ...], object]]) -> tuple[list[_Entry], list[dict]]:
-    """Class folders from relative paths: the first folder under the root is the class."""
-    items = [(parts, key) for parts, key in items if not _is_ignored(parts)]
+    """Class folders from relative paths: the first folder under the root is the class.
+
+    `items` have no ignored names (hidden files, __MACOSX, ...): the listings leave them out.
+    """
     depth = _strip_wrappers([parts for parts, _ in items])
     entries: list[_Entry] = []
     errors: list[dict] = []
-    for parts, key in items:
+    extensions = imaging.IMAGE_EXTENSIONS
+    for parts, key in items:  # once per file: kept plain
         rel = "/".join(parts)
-        parts = parts[depth:]
-        extension = os.path.splitext(parts[-1])[1].lower()
-        if len(parts) < 2:
+        name = parts[-1]
+        dot = name.rfind(".")
+        extension = name[dot:].lower() if dot > 0 else ""  # as os.path.splitext: a leading dot is no extension
+        if len(parts) - depth < 2:
             errors.append({"path": rel, "reason": "not inside a class folder"})
-        elif extension not in imaging.IMAGE_EXTENSIONS:
+        elif extension not in extensions:
             errors.append({"path": rel, "reason": f"not an image file ({extension or 'no extension'})"})
         else:
-            entries.append(_Entry(label=parts[0], path=rel, key=key))
-    entries.sort(key=lambda e: e.path)  # a stable order: the first of two equal files is the one kept
+            entries.append(_Entry(parts[depth], rel, key))
+    entries.sort(key=attrgetter("path"))  # a stable order: the first of two equal files is the one kept
     errors.sort(key=lambda e: e["path"])
     return entries, errors
 
@@ -180,7 +195,7 @@ def _zip_items(zf: zipfile.ZipFile) -> list[tuple[tuple[str, ...], object]]:
                 code="unsafe_zip_entry",
                 fields={"file": "unsafe entry"},
             )
-        if not info.is_dir() and parts:
+        if not info.is_dir() and parts and not _is_ignored(parts):
             items.append((parts, info))
     return items
 
@@ -202,9 +217,10 @@ def _folder_items(root: Path, roots: list[Path]) -> tuple[list[tuple[tuple[str, 
         folder, rel = stack.pop()
         with os.scandir(folder) as listing:
             for entry in listing:
-                parts = (*rel, entry.name)
-                if _is_ignored(parts):
+                name = entry.name
+                if name[0] == "." or name in _IGNORED_NAMES:  # the folders above were checked already
                     continue
+                parts = (*rel, name)
                 if entry.is_symlink():
                     target = Path(entry.path).resolve()
                     if not _under_roots(target, roots):
@@ -340,7 +356,7 @@ class _Source:
     @contextmanager
     def open(self) -> Iterator[tuple[list[_Entry], list[dict]]]:
         if self.job.source_kind == ImportJob.Source.ZIP:
-            root = storage_root()
+            root = storage_root(storages[DEFAULT_STORAGE_ALIAS])
             self._fileobj = open(root / self.job.source, "rb") if root else default_storage.open(self.job.source, "rb")  # noqa: SIM115
             try:
                 self._zip = zipfile.ZipFile(self._fileobj)
@@ -410,8 +426,7 @@ def import_run(*, job_id: int) -> None:
         raise
 
 
-@dataclass
-class _Decoded:
+class _Decoded(NamedTuple):
     sha256: str
     label: str
     path: str
@@ -422,48 +437,76 @@ class _Decoded:
     format: str
 
 
+def _chunks(entries: list[_Entry]) -> list[list[_Entry]]:
+    """Batches of IMPORT_BATCH files, the first ones smaller: the stages start working sooner."""
+    chunks, start, size = [], 0, max(1, IMPORT_BATCH // 8)
+    while start < len(entries):
+        chunks.append(entries[start : start + size])
+        start, size = start + size, min(IMPORT_BATCH, size * 2)
+    return chunks
+
+
+def _decode_batch(source: _Source, entries: list[_Entry], max_pixels: int) -> tuple[list[_Decoded], list[dict]]:
+    """Read, fully decode and hash some files: pure CPU and reads, no database (it runs in a thread)."""
+    batch: list[_Decoded] = []
+    errors: list[dict] = []
+    read, decode, sha256 = source.read, imaging.decode, hashlib.sha256
+    for entry in entries:
+        try:
+            data = read(entry)
+            decoded = decode(data, max_pixels=max_pixels)
+        except imaging.ImageError as exc:
+            errors.append({"path": entry.path, "reason": exc.reason})
+            continue
+        batch.append(
+            _Decoded(
+                sha256(data).hexdigest(),
+                entry.label,
+                entry.path,
+                data,
+                decoded.width,
+                decoded.height,
+                decoded.mode,
+                decoded.format,
+            )
+        )
+    return batch, errors
+
+
 def _import_files(job: ImportJob) -> None:
     max_pixels = settings.CRUCIBLE_MAX_IMAGE_PIXELS
     writer = AssetWriter()
     source = _Source(job)
-    # Files are written by a second thread while this one decodes the next batch (file creation
-    # waits on the file system, not on Python); rows are inserted here once their files exist.
-    with source.open() as (entries, errors), ThreadPoolExecutor(max_workers=1) as files:
+    # Three stages run at once, each on its own thread: files are read, decoded and hashed on one
+    # (CPU bound, no database), written on another (waits on the file system), and this thread
+    # looks assets up and inserts rows once their files exist (waits on the database). Only this
+    # thread uses the database connection.
+    with (
+        source.open() as (entries, errors),
+        ThreadPoolExecutor(max_workers=1) as decoder,
+        ThreadPoolExecutor(max_workers=1) as files,
+    ):
         total = len(entries) + len(errors)
         processed = len(errors)
         ImportJob.objects.filter(pk=job.pk).update(total=total, processed=processed, errors=errors[:MAX_STORED_ERRORS])
+        chunks = _chunks(entries)
+        decoding = deque(decoder.submit(_decode_batch, source, chunk, max_pixels) for chunk in chunks[:2])
         readable = 0
         pending = None
-        for start in range(0, len(entries), IMPORT_BATCH):
-            batch: list[_Decoded] = []
-            for entry in entries[start : start + IMPORT_BATCH]:
-                try:
-                    data = source.read(entry)
-                    decoded = imaging.decode(data, max_pixels=max_pixels)
-                except imaging.ImageError as exc:
-                    errors.append({"path": entry.path, "reason": exc.reason})
-                    continue
-                batch.append(
-                    _Decoded(
-                        sha256=hashlib.sha256(data).hexdigest(),
-                        label=entry.label,
-                        path=entry.path,
-                        data=data,
-                        width=decoded.width,
-                        height=decoded.height,
-                        mode=decoded.mode,
-                        format=decoded.format,
-                    )
-                )
+        for index, chunk in enumerate(chunks):
+            batch, batch_errors = decoding.popleft().result()
+            if index + 2 < len(chunks):
+                decoding.append(decoder.submit(_decode_batch, source, chunks[index + 2], max_pixels))
+            errors.extend(batch_errors)
             readable += len(batch)
-            processed += len(entries[start : start + IMPORT_BATCH])
+            processed += len(chunk)
             unique, ids, new = _prepare_batch(batch)
             written = files.submit(_write_files, writer, new)
             if pending is not None:
-                _store_batch(job, *pending, errors=errors)
-            pending = (written, unique, ids, new, processed)
+                _store_batch(job, *pending)
+            pending = (written, unique, ids, new, processed, errors[:MAX_STORED_ERRORS])
         if pending is not None:
-            _store_batch(job, *pending, errors=errors)
+            _store_batch(job, *pending)
     imported = ProjectAsset.objects.filter(import_job=job).count()
     duplicates = readable - imported
     classes = len({e.label for e in entries})
@@ -503,8 +546,9 @@ def _prepare_batch(batch: list[_Decoded]) -> tuple[dict[str, _Decoded], dict[str
 
 
 def _write_files(writer: AssetWriter, items: list[_Decoded]) -> None:
+    write = writer.write
     for item in items:
-        writer.write(asset_storage_name(item.sha256, item.format), item.data)
+        write(asset_storage_name(item.sha256, item.format), item.data)
 
 
 def _store_batch(
@@ -514,31 +558,40 @@ def _store_batch(
     ids: dict[str, int],
     new: list[_Decoded],
     processed: int,
-    *,
-    errors: list,
+    errors: list[dict],
 ) -> None:
     written.result()  # files first: a row never points at a missing file
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     with transaction.atomic():
+        if connection.vendor == "postgresql":
+            # A batch lost in a crash is redone when the task runs again (its files are kept), so
+            # its commit need not wait for the WAL flush.
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
         if new:
-            _insert_ignoring_conflicts(
-                Asset,
-                ["sha256", "storage_name", "size_bytes", "width", "height", "mode", "format", "created_at"],
-                [
-                    (
-                        item.sha256,
-                        asset_storage_name(item.sha256, item.format),
-                        len(item.data),
-                        item.width,
-                        item.height,
-                        item.mode,
-                        item.format,
-                        now,
-                    )
-                    for item in new
-                ],
+            ids.update(
+                _insert_ignoring_conflicts(
+                    Asset,
+                    ["sha256", "storage_name", "size_bytes", "width", "height", "mode", "format", "created_at"],
+                    [
+                        (
+                            item.sha256,
+                            asset_storage_name(item.sha256, item.format),
+                            len(item.data),
+                            item.width,
+                            item.height,
+                            item.mode,
+                            item.format,
+                            now,
+                        )
+                        for item in new
+                    ],
+                    returning=("sha256", "id"),
+                )
             )
-            ids.update(_asset_ids([item.sha256 for item in new]))
+            missing = [item.sha256 for item in new if item.sha256 not in ids]
+            if missing:  # stored meanwhile by another import: not returned by the insert
+                ids.update(_asset_ids(missing))
         _insert_ignoring_conflicts(
             ProjectAsset,
             ["project_id", "asset_id", "label", "source_path", "import_job_id", "created_at"],
@@ -547,7 +600,7 @@ def _store_batch(
                 for item in unique.values()
             ],
         )
-        ImportJob.objects.filter(pk=job.pk).update(processed=processed, errors=errors[:MAX_STORED_ERRORS])
+        ImportJob.objects.filter(pk=job.pk).update(processed=processed, errors=errors)
 
 
 def _asset_ids(shas: list[str]) -> dict[str, int]:
@@ -564,7 +617,9 @@ def _asset_ids(shas: list[str]) -> dict[str, int]:
         return dict(cursor.fetchall())
 
 
-def _insert_ignoring_conflicts(model, columns: list[str], rows: list[tuple]) -> None:
+def _insert_ignoring_conflicts(
+    model, columns: list[str], rows: list[tuple], *, returning: tuple[str, ...] = ()
+) -> list[tuple]:
     """INSERT ... ON CONFLICT DO NOTHING (SQLite and PostgreSQL) for many rows.
 
     bulk_create(ignore_conflicts=True) does the same but prepares every field of every row in
@@ -586,8 +641,11 @@ def _insert_ignoring_conflicts(model, columns: list[str], rows: list[tuple]) -> 
         # One statement per batch; a batch stays far below SQLite's parameter limit.
         sql = f"INSERT INTO {table} VALUES {', '.join([row] * len(rows))} ON CONFLICT DO NOTHING"  # noqa: S608
         params = [value for r in rows for value in r]
+    if returning:
+        sql += f" RETURNING {', '.join(quote(c) for c in returning)}"
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+        return cursor.fetchall() if returning else []
 
 
 # Dataset versions

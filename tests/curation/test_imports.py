@@ -41,7 +41,7 @@ def test_folder_import_reports_unreadable_files_and_imports_the_rest(
     labels = sorted(ProjectAsset.objects.filter(project=project).values_list("label", flat=True))
     assert labels == ["0", "0", "0", "1", "1", "10", "10"]
     asset = Asset.objects.first()
-    assert asset.storage_name == f"assets/{asset.sha256[:2]}/{asset.sha256[2:4]}/{asset.sha256}.png"
+    assert asset.storage_name == f"assets/{asset.sha256[:2]}/{asset.sha256}.png"
     assert default_storage.exists(asset.storage_name)
     assert (asset.width, asset.height, asset.mode, asset.format) == (28, 28, "L", "PNG")
 
