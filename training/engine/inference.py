@@ -1,11 +1,11 @@
-"""Predictions from a checkpoint, with the same input transform as training (mean and scale)."""
+"""Predictions from a checkpoint, with the same input transform as training (its mean and scale)."""
 
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from training.engine.loop import MEMORY_FORMAT, load_checkpoint, resolve_device, to_input
+from training.engine.loop import MEMORY_FORMAT, SCALE, load_checkpoint, resolve_device, to_input
 from training.engine.networks import build_network
 
 
@@ -27,9 +27,10 @@ class Predictor:
             )
         model.load_state_dict(checkpoint["model"])
         self.model = model.to(self.device, memory_format=MEMORY_FORMAT).eval()
-        # The mean training subtracted (pixel units), None for checkpoints trained without one.
+        # The transform training applied: (x - mean) * scale; format 1 checkpoints: no mean, 1/255.
         mean = checkpoint.get("mean")
         self.mean = None if mean is None else mean.to(self.device)
+        self.scale = float(checkpoint.get("scale", SCALE))
 
     @classmethod
     def load(cls, path: Path, *, device: str = "cpu") -> "Predictor":
@@ -42,10 +43,10 @@ class Predictor:
         if x.ndim != 4 or tuple(x.shape[1:]) != expected or x.dtype != np.uint8:
             shape = ", ".join(map(str, expected))
             raise ValueError(f"expected uint8 images shaped (N, {shape}), got {x.dtype} {tuple(x.shape)}")
-        out = [
-            torch.softmax(self.model(to_input(x[i : i + batch_size], self.device, self.mean)), dim=1).cpu().numpy()
-            for i in range(0, len(x), batch_size)
-        ]
+        out = []
+        for i in range(0, len(x), batch_size):
+            inputs = to_input(x[i : i + batch_size], self.device, self.mean, self.scale)
+            out.append(torch.softmax(self.model(inputs), dim=1).cpu().numpy())
         if not out:
             return np.zeros((0, self.meta["num_classes"]), dtype=np.float32)
         return np.concatenate(out)

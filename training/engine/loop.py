@@ -1,12 +1,13 @@
 """The training loop over memory-mapped uint8 shards, with exact checkpoints.
 
 Batches are gathered by index straight from the shard (N x C x H x W uint8, usually a memmap), less
-the training split's mean image and scaled by 1/255 as DIGITS' LeNet does (DIGITS subtracts the mean
-image by default), so no data-loader processes and no decoded copy of the data set are needed. The
-mean is computed once from the training shard and kept in every checkpoint, so that resuming and
-inference subtract exactly the same values. Every epoch writes a checkpoint holding the model, optimizer and scheduler state and
-every random state, so a resumed run continues exactly where the first one stopped, and on CPU a
-run repeated with the same seed (and the same thread count) repeats its metrics bit for bit.
+the training split's mean when the config asks for one (DIGITS' "Subtract Mean"), times the
+network's input scale (1/255), so no data-loader processes and no decoded copy of the data set are
+needed. The mean is computed once from the training shard, exactly, and kept with the scale in every
+checkpoint, so resuming and inference transform inputs exactly as training did. Every epoch writes a
+checkpoint holding the model, optimizer and scheduler state and every random state, so a resumed run
+continues exactly where the first one stopped, and on CPU a run repeated with the same seed (and the
+same thread count) repeats its metrics bit for bit.
 """
 
 import dataclasses
@@ -24,16 +25,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.engine.networks import NETWORKS, build_network
+from training.engine.networks import NETWORKS, build_network, input_scale
 
-SCALE = 1.0 / 255.0  # DIGITS' LeNet input scale (0.00390625)
-# Format 2 adds "mean" (the mean subtracted from every input, or None); format 1 checkpoints have
-# none and are read as trained without one.
+# The input scale of format 1 checkpoints, which kept neither a scale nor a mean: 1/255, no mean.
+SCALE = 1.0 / 255.0
+# Format 2 adds "mean" (the mean subtracted from every input, or None) and "scale" (the factor then
+# applied); format 1 checkpoints are read as trained with no mean and a scale of SCALE.
 CHECKPOINT_FORMAT = 2
 OPTIMIZERS = ("sgd", "adam")
 LR_POLICIES = ("fixed", "step")
-# DIGITS' "Subtract Mean" choices: the training split's mean image (its default), its mean per
-# channel ("pixel"), or nothing.
+# DIGITS' "Subtract Mean" choices: the training split's mean image, its mean per channel ("pixel"),
+# or nothing. DIGITS defaults to the image; Crucible to nothing, which measured as well on the
+# LeNet demo (bench/bench_accuracy.py) and keeps runs recorded before this setting existed valid.
 MEAN_SUBTRACTIONS = ("image", "pixel", "none")
 MEAN_CHUNK = 4096  # images summed at a time when computing the mean of a (memory-mapped) shard
 # Convolutions and max pooling run 1.6-1.7x faster channels-last on CPU (LeNet, one thread: NCHW max
@@ -57,7 +60,7 @@ class TrainConfig:
     optimizer: str = "sgd"
     momentum: float = 0.9
     weight_decay: float = 0.0
-    mean_subtraction: str = "image"
+    mean_subtraction: str = "none"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
@@ -261,8 +264,10 @@ def compute_mean(x: np.ndarray, mode: str) -> torch.Tensor | None:
     return torch.from_numpy((total / count).astype(np.float32))
 
 
-def to_input(x: np.ndarray, device: torch.device, mean: torch.Tensor | None = None) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float32 on `device`: (x - mean) * 1/255, as Caffe's data transformer
+def to_input(
+    x: np.ndarray, device: torch.device, mean: torch.Tensor | None = None, scale: float = SCALE
+) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float32 on `device`: (x - mean) * scale, as Caffe's data transformer
     does (the conversion happens on the device). `mean` (pixel units, broadcastable to (C, H, W)) must
     already be on `device`; None subtracts nothing."""
     if not (x.flags.c_contiguous and x.flags.writeable):
@@ -270,7 +275,7 @@ def to_input(x: np.ndarray, device: torch.device, mean: torch.Tensor | None = No
     out = torch.from_numpy(x).to(device, non_blocking=True).float()
     if mean is not None:
         out.sub_(mean)
-    out.mul_(SCALE)
+    out.mul_(scale)
     return out.contiguous(memory_format=MEMORY_FORMAT)
 
 
@@ -283,6 +288,7 @@ def evaluate(
     device: torch.device,
     batch_size: int = 512,
     mean: torch.Tensor | None = None,
+    scale: float = SCALE,
 ) -> tuple[float | None, float | None]:
     """Mean cross-entropy loss and accuracy over (x, y); (None, None) when there is nothing to evaluate."""
     if len(y) == 0:
@@ -291,7 +297,7 @@ def evaluate(
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     for start in range(0, len(y), batch_size):
-        xb = to_input(x[start : start + batch_size], device, mean)
+        xb = to_input(x[start : start + batch_size], device, mean, scale)
         yb = torch.from_numpy(np.array(y[start : start + batch_size])).to(device)
         out = model(xb)
         loss_sum += F.cross_entropy(out, yb, reduction="sum").double()
@@ -317,7 +323,7 @@ def train(
 
     init_from: a checkpoint whose weights start this run (fine-tuning: fresh optimizer and schedule).
     resume_from: this run's own checkpoint; training continues after its epoch with every state restored
-        (its mean included: a run resumes with the mean it started with).
+        (its input transform included: a run resumes with the mean and scale it started with).
     on_progress(done_batches, total_batches, images_per_sec): counts over the whole run, at most ~2x/s.
     should_stop(): polled at most every 0.5 s; when true the loop stops after the current batch.
     on_epoch(result, checkpoint_path): after each epoch's checkpoint is written.
@@ -394,7 +400,8 @@ def _train(
         scheduler.load_state_dict(ckpt["scheduler"])
         _restore_rng(ckpt["rng"], generator)
         start_epoch = int(ckpt["epoch"])
-        mean = ckpt.get("mean")  # format 1: trained without one
+        # A run resumes with the input transform it started with (format 1: no mean, 1/255).
+        mean, scale = ckpt.get("mean"), float(ckpt.get("scale", SCALE))
     else:
         if init_from is not None:
             ckpt = load_checkpoint(init_from)
@@ -402,7 +409,7 @@ def _train(
                 raise ValueError(f"cannot start a {config.network} from {ckpt['meta']['network']} weights")
             result.skipped_weights = load_weights(model, ckpt["model"])
         # Fine-tuning too takes the mean of its own training data, as DIGITS does.
-        mean = compute_mean(data.train_x, config.mean_subtraction)
+        mean, scale = compute_mean(data.train_x, config.mean_subtraction), input_scale(config.network)
     mean_on_device = None if mean is None else mean.to(dev)
 
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -425,7 +432,7 @@ def _train(
             # Sorted indices read the memmap front to back within a batch; order inside a batch does
             # not change the mean gradient.
             idx = np.sort(order[b * bs : (b + 1) * bs])
-            xb = to_input(train_x[idx], dev, mean_on_device)
+            xb = to_input(train_x[idx], dev, mean_on_device, scale)
             yb = torch.from_numpy(train_y[idx]).to(dev, non_blocking=True)
             loss = F.cross_entropy(model(xb), yb)
             optimizer.zero_grad(set_to_none=True)
@@ -447,7 +454,7 @@ def _train(
         train_seconds = time.perf_counter() - epoch_started
         train_loss = float(loss_sum) / n
         val_loss, val_accuracy = evaluate(
-            model, data.val_x, data.val_y, device=dev, batch_size=max(bs, 512), mean=mean_on_device
+            model, data.val_x, data.val_y, device=dev, batch_size=max(bs, 512), mean=mean_on_device, scale=scale
         )
         scheduler.step()
         epoch_result = EpochResult(
@@ -466,6 +473,7 @@ def _train(
                 "epoch": epoch,
                 "meta": meta,
                 "mean": mean,
+                "scale": scale,
                 "config": config.to_dict(),
                 "seed": seed,
                 "metrics": dataclasses.asdict(epoch_result),

@@ -5,6 +5,10 @@ import torchvision
 from torch import nn
 
 NETWORKS = ("lenet", "resnet18")
+# What each network's inputs are multiplied by (after any mean is subtracted): 1/255 (Caffe's MNIST
+# LeNet, 0.00390625). DIGITS' own LeNet prototxt pairs its default mean image with 0.0125; on the
+# 3750-digit demo that measured no better (bench/bench_accuracy.py), so inputs stay in [0, 1].
+INPUT_SCALES = {"lenet": 1.0 / 255.0, "resnet18": 1.0 / 255.0}
 
 
 class LeNet(nn.Module):
@@ -49,6 +53,11 @@ def _resnet18(*, channels: int, height: int, width: int, num_classes: int) -> nn
     elif channels != 3:
         model.conv1 = nn.Conv2d(channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
     return model
+
+
+def input_scale(name: str) -> float:
+    """The factor `name`'s inputs are multiplied by after the mean is subtracted."""
+    return INPUT_SCALES[name]
 
 
 def min_size(name: str) -> int:
