@@ -543,7 +543,20 @@ def dataset_list(state: State, project: str) -> None:
 @click.option("--batch", "batch_size", type=int, help="Batch size (server default 64).")
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]))
 @click.option("--momentum", type=float)
-@click.option("--weight-decay", type=float)
+@click.option("--weight-decay", type=float, help="L2 penalty (server default 0).")
+@click.option(
+    "--mean",
+    "mean_subtraction",
+    type=click.Choice(["none", "image", "pixel"]),
+    help="Subtract the training split's mean image, its mean per channel, or nothing (server default none).",
+)
+@click.option(
+    "--augment",
+    "augmentation",
+    type=click.Choice(["none", "shift"]),
+    help="Training-time augmentation: shift moves each training image up to 2 px in x and y "
+    "(server default shift). Validation and inference never augment.",
+)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--from", "from_", metavar="RUN@EPOCH", callback=run_epoch_arg, help="Continue from a run's checkpoint.")
 @click.option("--follow", is_flag=True, help="Follow the run's progress until it finishes.")

@@ -12,7 +12,8 @@ from rest_framework.views import APIView
 from crucible.core.errors import ValidationFailed
 from crucible.core.selectors import project_get
 from curation.selectors import dataset_version_get
-from training.engine import NETWORKS
+from training.engine import NETWORKS, TrainConfig
+from training.engine.loop import AUGMENTATIONS, MEAN_SUBTRACTIONS
 from training.selectors import training_run_get, training_run_list
 from training.services import (
     training_run_abort,
@@ -89,7 +90,17 @@ class TrainingRunStartApi(APIView):
         lr_gamma = serializers.FloatField(default=0.1)
         optimizer = serializers.CharField(default="sgd", help_text="sgd or adam")
         momentum = serializers.FloatField(default=0.9)
-        weight_decay = serializers.FloatField(default=0.0)
+        weight_decay = serializers.FloatField(default=TrainConfig.weight_decay, help_text="L2 penalty, >= 0")
+        mean_subtraction = serializers.CharField(
+            default=TrainConfig.mean_subtraction,
+            help_text=f"one of {', '.join(MEAN_SUBTRACTIONS)}: subtract the training split's mean image, "
+            "its mean per channel, or nothing (training and inference alike)",
+        )
+        augmentation = serializers.CharField(
+            default=TrainConfig.augmentation,
+            help_text=f"one of {', '.join(AUGMENTATIONS)}: shift translates each training image by a random "
+            "offset of up to 2 pixels in x and y; training batches only, never validation or inference",
+        )
         seed = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=0)
         device = serializers.CharField(default="auto", help_text="auto, cpu or cuda")
         from_run = serializers.IntegerField(required=False, allow_null=True, default=None)

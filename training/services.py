@@ -65,6 +65,7 @@ _CONFIG_TYPES: dict[str, type] = {
     "momentum": float,
     "weight_decay": float,
     "mean_subtraction": str,
+    "augmentation": str,
 }
 
 
@@ -101,9 +102,10 @@ def _config_clean(config: dict[str, Any]) -> TrainConfig:
 
 
 def _recorded_config(run: TrainingRun) -> dict[str, Any]:
-    """The configuration `run` was started with. A run recorded before mean subtraction was a setting
-    trained without one, so its missing value is "none", not today's default."""
-    return {"mean_subtraction": "none", **run.config}
+    """The configuration `run` was started with. A run recorded before mean subtraction or
+    augmentation was a setting trained without them, so a missing value is "none", not today's
+    default: such runs resume, clone and describe themselves exactly as they trained."""
+    return {"mean_subtraction": "none", "augmentation": "none", **run.config}
 
 
 def _name_clean(name: str) -> str:
@@ -217,8 +219,8 @@ def training_run_start(
     """Create a queued run and enqueue `training.run` once the transaction commits.
 
     `config` holds network (required), epochs, batch_size, lr, lr_policy, lr_step_epochs, lr_gamma,
-    optimizer, momentum, weight_decay and mean_subtraction; missing values take the defaults of
-    `TrainConfig`.
+    optimizer, momentum, weight_decay, mean_subtraction and augmentation; missing values take the
+    defaults of `TrainConfig`.
     A `seed` of None draws a random one, recorded on the run. With `from_run`, the new run starts
     from that run's weights at `from_epoch` (its last epoch when None) with a fresh optimizer.
     Everything is checked before anything is written.
@@ -704,7 +706,8 @@ def training_run_model_archive(*, run: TrainingRun, user: User, epoch: int | Non
         "note": (
             "decode, convert to the channels, resize with resize_mode, convert to float32, subtract "
             "mean_file (float32 in pixel units 0-255, shaped C x H x W or C x 1 x 1) when there is one, "
-            "then multiply by scale"
+            "then multiply by scale; nothing else: the run's augmentation (info.json config) applied to "
+            "its training batches only, never to validation or inference"
         ),
     }
     info = {
@@ -718,7 +721,7 @@ def training_run_model_archive(*, run: TrainingRun, user: User, epoch: int | Non
         },
         "seed": run.seed,
         "network": run.config.get("network"),
-        "config": run.config,
+        "config": _recorded_config(run),
         "dataset": {"id": version.pk, "name": version.name, "content_hash": version.content_hash},
         "num_classes": ckpt["meta"]["num_classes"],
         "lineage": {

@@ -166,3 +166,17 @@ def test_ctrl_c_stops_following_only(cli, make_run, monkeypatch):
     assert "Traceback" not in result.stderr
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.RUNNING and not run.abort_requested
+
+
+def test_train_passes_augmentation_and_mean_subtraction(cli, minidata):
+    options = ["--augment", "none", "--mean", "pixel", "--weight-decay", "0.0005"]
+    result = cli("train", "digits/minidata", "--name", "TestA", *options)
+    assert result.exit_code == 0, result.stderr
+    config = TrainingRun.objects.get(name="TestA").config
+    assert (config["augmentation"], config["mean_subtraction"], config["weight_decay"]) == ("none", "pixel", 0.0005)
+    assert cli("train", "digits/minidata", "--name", "TestB").exit_code == 0
+    config = TrainingRun.objects.get(name="TestB").config
+    assert (config["augmentation"], config["mean_subtraction"]) == ("shift", "none")  # the server's defaults
+    refused = cli("train", "digits/minidata", "--name", "TestC", "--augment", "flip")
+    assert refused.exit_code != 0 and "flip" in refused.stderr
+    assert not TrainingRun.objects.filter(name="TestC").exists()

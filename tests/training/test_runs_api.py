@@ -87,6 +87,7 @@ def test_start_enqueues_after_commit_and_the_task_trains(api, engineer, dataset,
         "momentum": 0.9,
         "weight_decay": 0.0,
         "mean_subtraction": "none",
+        "augmentation": "shift",
     }
     run = run_now(run.pk)
     assert run.status == "done" and run.device_used == "cpu" and run.progress == 1.0 and run.current_epoch == 2
@@ -114,6 +115,10 @@ def test_task_is_routed_to_the_train_queue():
         ({"network": "alexnet"}, "unknown_network", "network"),
         ({"optimizer": "rmsprop"}, "invalid_config", "optimizer"),
         ({"lr_policy": "poly"}, "invalid_config", "lr_policy"),
+        ({"augmentation": "flip"}, "invalid_config", "augmentation"),
+        ({"augmentation": ""}, "invalid", "augmentation"),
+        ({"mean_subtraction": "median"}, "invalid_config", "mean_subtraction"),
+        ({"weight_decay": -0.1}, "invalid_config", "weight_decay"),
         ({"device": "tpu"}, "invalid", "device"),
         ({"name": "bad/name"}, "invalid_name", "name"),
         ({"from_epoch": 3}, "invalid", "from_epoch"),
@@ -210,14 +215,35 @@ def test_clone_repeats_config_seed_and_metrics(api, engineer, trained, django_ca
     assert epochs_of(client, clone["id"]) == epochs_of(client, trained.pk)
 
 
-def test_clone_of_a_run_recorded_before_mean_subtraction_trains_without_one(
+def test_clone_of_a_run_recorded_before_mean_subtraction_and_augmentation_trains_without_them(
     api, engineer, trained, django_capture_on_commit_callbacks
 ):
-    old_config = {k: v for k, v in trained.config.items() if k != "mean_subtraction"}
+    old_config = {k: v for k, v in trained.config.items() if k not in ("mean_subtraction", "augmentation")}
     TrainingRun.objects.filter(pk=trained.pk).update(config=old_config)
     with django_capture_on_commit_callbacks(execute=False):
         clone = api(engineer).post(f"/api/v1/runs/{trained.pk}/clone/", {}, format="json").json()
-    assert clone["config"] == {**old_config, "mean_subtraction": "none"}
+    assert clone["config"] == {**old_config, "mean_subtraction": "none", "augmentation": "none"}
+    # Its model archive says so too.
+    resp = api(engineer).get(f"/api/v1/runs/{trained.pk}/model/")
+    with tarfile.open(fileobj=io.BytesIO(b"".join(resp.streaming_content)), mode="r:gz") as tar:
+        info = json.load(tar.extractfile("info.json"))
+    assert info["config"]["augmentation"] == "none" and info["config"]["mean_subtraction"] == "none"
+
+
+def test_start_accepts_augmentation_mean_subtraction_and_weight_decay(
+    api, engineer, dataset, django_capture_on_commit_callbacks
+):
+    client = api(engineer)
+    with django_capture_on_commit_callbacks(execute=False):
+        plain = start(
+            client, dataset, name="TestN", seed=3, augmentation="none", mean_subtraction="pixel", weight_decay=5e-4
+        )
+        shifted = start(client, dataset, name="TestS", seed=3, augmentation="shift", mean_subtraction="image")
+    assert plain.status_code == 201 and shifted.status_code == 201, (plain.json(), shifted.json())
+    cfg = plain.json()["config"]
+    assert (cfg["augmentation"], cfg["mean_subtraction"], cfg["weight_decay"]) == ("none", "pixel", 5e-4)
+    cfg = shifted.json()["config"]
+    assert (cfg["augmentation"], cfg["mean_subtraction"], cfg["weight_decay"]) == ("shift", "image", 0.0)
 
 
 def test_continue_from_a_run_at_an_epoch_records_lineage(
@@ -378,6 +404,8 @@ def test_model_archive_holds_weights_preprocessing_labels_and_info(api, engineer
     assert labels == [str(i) for i in range(10)]
     assert info["epoch"] == 1 and info["seed"] == 7 and info["network"] == "lenet"
     assert info["dataset"]["content_hash"] == dataset.content_hash and info["config"] == trained.config
+    assert info["config"]["augmentation"] == "shift"  # training only: inference never augments
+    assert "never to validation or inference" in preprocessing["note"]
     assert info["metrics"]["val_accuracy"] == Epoch.objects.get(run=trained, epoch=1).val_accuracy
     assert info["lineage"] == {"cloned_from": None, "parent_run": None, "parent_epoch": None}
     missing = api(engineer).get(f"/api/v1/runs/{trained.pk}/model/?epoch=7")
