@@ -152,6 +152,8 @@ CRUCIBLE_IMPORT_ROOTS = [
     Path(p).resolve() for p in env.list("CRUCIBLE_IMPORT_ROOTS", default=[str(DATA_DIR / "imports")])
 ]
 CRUCIBLE_MAX_IMAGE_PIXELS = env.int("CRUCIBLE_MAX_IMAGE_PIXELS", default=40_000_000)
+# Assets up to this size are appended to content-addressed pack files instead of one file each.
+CRUCIBLE_PACK_MAX_ASSET_BYTES = env.int("CRUCIBLE_PACK_MAX_ASSET_BYTES", default=256 * 1024)
 CRUCIBLE_MAX_UPLOAD_BYTES = env.int("CRUCIBLE_MAX_UPLOAD_BYTES", default=2 * 1024**3)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 20 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024

@@ -5,16 +5,30 @@ from crucible.core.models import Project
 
 
 class Asset(models.Model):
-    """A file stored once for the whole installation, addressed by the sha256 of its bytes."""
+    """Bytes stored once for the whole installation, addressed by their sha256.
+
+    Where they are: a file of their own (`storage_name`, no offset or length), or a slice of a pack
+    file that holds many small assets (`storage_name` of the pack, `offset` and `length` in it).
+    """
 
     sha256 = models.CharField(max_length=64, unique=True)
-    storage_name = models.CharField(max_length=200)
+    storage_name = models.CharField(max_length=200)  # the asset's own file, or the pack holding it
+    offset = models.BigIntegerField(null=True, blank=True)  # in the pack; None for a file of its own
+    length = models.BigIntegerField(null=True, blank=True)
     size_bytes = models.BigIntegerField()
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
     mode = models.CharField(max_length=16)  # PIL mode: L, RGB, RGBA, P, ...
     format = models.CharField(max_length=16)  # PNG, JPEG, BMP, PPM
     created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(offset__isnull=True, length__isnull=True) | models.Q(offset__gte=0, length__gte=0),
+                name="asset_pack_slice_complete",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.sha256[:12]

@@ -35,13 +35,14 @@ from crucible.core.selectors import require_write
 from crucible.core.services import audit
 from curation import imaging
 from curation.models import Asset, DatasetItem, DatasetVersion, ImportJob, ProjectAsset
-from curation.selectors import SPLITS, natural_key, storage_root
+from curation.selectors import SPLITS, AssetUnreadable, assets_read_bytes, natural_key, storage_root
 
 logger = logging.getLogger(__name__)
 
 IMPORT_BATCH = 2000  # files per database transaction and progress update (SQLite: 8 x 2000 parameters)
 MAX_FILE_BYTES = 256 * 1024 * 1024  # one image file; larger ones are reported, not read
 MAX_STORED_ERRORS = 1000  # beyond this the job keeps a count in its message
+PACK_MAX_BYTES = 64 * 1024 * 1024  # one pack file; a batch with more small assets than this writes several
 _IGNORED_NAMES = {"__MACOSX", "Thumbs.db", "desktop.ini"}
 _ASSET_EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "PPM": ".ppm"}
 
@@ -54,6 +55,11 @@ def asset_storage_name(sha256: str, fmt: str) -> str:
     two-level names keep them (the row records the name).
     """
     return f"assets/{sha256[:2]}/{sha256}{_ASSET_EXTENSIONS.get(fmt, '.bin')}"
+
+
+def pack_max_asset_bytes() -> int:
+    """Assets of at most this many bytes are stored in packs; larger ones in a file each (0: no packs)."""
+    return settings.CRUCIBLE_PACK_MAX_ASSET_BYTES
 
 
 def _umask() -> int:
@@ -69,10 +75,13 @@ def _umask() -> int:
 
 
 class AssetWriter:
-    """Stores asset files once by name.
+    """Stores asset files and packs once by name.
 
-    On a local folder it writes directly (create-exclusive, so an existing file is never renamed or
-    rewritten); on other storage through the storage API, skipping names that exist.
+    On a local folder it writes directly (an asset's file create-exclusive, so an existing file is
+    never renamed or rewritten; a pack under a temporary name, then renamed, so a pack's name never
+    shows a half-written file); on other storage through the storage API, skipping names that exist.
+    Rows are inserted only after their file or pack is written. Nothing is fsynced (as before packs):
+    an operating-system crash may lose a recently written pack whose rows were committed.
     """
 
     def __init__(self, storage: Storage | None = None):
@@ -86,24 +95,51 @@ class AssetWriter:
         self._create_mode = mode if mode is not None else 0o666
         self._chmod = mode is not None and (mode & ~_umask()) != mode
 
-    def write(self, name: str, data: bytes) -> None:
+    def write(self, name: str, data: bytes) -> str:
+        """Store one asset's bytes under `name`; the name it is stored under."""
         if self.root is None:
             if not self.storage.exists(name):
-                self.storage.save(name, ContentFile(data))
-            return
+                return self.storage.save(name, ContentFile(data))
+            return name
         # Plain strings and bare system calls: this runs once per imported file.
         path = f"{self.root}/{name}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
         try:
             fd = os.open(path, flags, self._create_mode)
         except FileExistsError:
-            return  # same name, same bytes
+            return name  # same name, same bytes
         except FileNotFoundError:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             try:
                 fd = os.open(path, flags, self._create_mode)
             except FileExistsError:
-                return
+                return name
+        self._fill(fd, path, data)
+        return name
+
+    def write_pack(self, data: bytes) -> str:
+        """Store the bytes of many assets, one after another, as `packs/<sha256 of data>.pack`."""
+        name = f"packs/{hashlib.sha256(data).hexdigest()}.pack"
+        if self.root is None:
+            if not self.storage.exists(name):
+                return self.storage.save(name, ContentFile(data))
+            return name
+        path = f"{self.root}/{name}"
+        if os.path.exists(path):
+            return name  # same name, same bytes
+        tmp = f"{self.root}/packs/.tmp-{uuid.uuid4().hex}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        try:
+            fd = os.open(tmp, flags, self._create_mode)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(tmp), exist_ok=True)
+            fd = os.open(tmp, flags, self._create_mode)
+        self._fill(fd, tmp, data)
+        os.replace(tmp, path)  # a concurrent writer of the same pack wrote the same bytes
+        return name
+
+    def _fill(self, fd: int, path: str, data: bytes) -> None:
+        """Write all of `data` to a new file and close it; on failure the file is removed."""
         try:
             view = memoryview(data)
             while view:
@@ -545,10 +581,43 @@ def _prepare_batch(batch: list[_Decoded]) -> tuple[dict[str, _Decoded], dict[str
     return unique, ids, new
 
 
-def _write_files(writer: AssetWriter, items: list[_Decoded]) -> None:
-    write = writer.write
+class _Location(NamedTuple):
+    storage_name: str
+    offset: int | None  # None: the asset's own file
+    length: int | None
+
+
+def _write_files(writer: AssetWriter, items: list[_Decoded]) -> dict[str, _Location]:
+    """Store the new assets of a batch: small ones appended to a pack, larger ones in a file each.
+
+    Where each asset's bytes now are, by sha256.
+    """
+    max_packed = pack_max_asset_bytes()
+    locations: dict[str, _Location] = {}
+    pack: list[_Decoded] = []
+    pack_bytes = 0
+
+    def flush() -> None:
+        name = writer.write_pack(b"".join(item.data for item in pack))
+        offset = 0
+        for item in pack:
+            locations[item.sha256] = _Location(name, offset, len(item.data))
+            offset += len(item.data)
+
     for item in items:
-        write(asset_storage_name(item.sha256, item.format), item.data)
+        size = len(item.data)
+        if size > max_packed:
+            name = writer.write(asset_storage_name(item.sha256, item.format), item.data)
+            locations[item.sha256] = _Location(name, None, None)
+            continue
+        if pack and pack_bytes + size > PACK_MAX_BYTES:
+            flush()
+            pack, pack_bytes = [], 0
+        pack.append(item)
+        pack_bytes += size
+    if pack:
+        flush()
+    return locations
 
 
 def _store_batch(
@@ -560,7 +629,7 @@ def _store_batch(
     processed: int,
     errors: list[dict],
 ) -> None:
-    written.result()  # files first: a row never points at a missing file
+    locations: dict[str, _Location] = written.result()  # files first: a row never points at a missing file
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     with transaction.atomic():
         if connection.vendor == "postgresql":
@@ -572,11 +641,22 @@ def _store_batch(
             ids.update(
                 _insert_ignoring_conflicts(
                     Asset,
-                    ["sha256", "storage_name", "size_bytes", "width", "height", "mode", "format", "created_at"],
+                    [
+                        "sha256",
+                        "storage_name",
+                        "offset",
+                        "length",
+                        "size_bytes",
+                        "width",
+                        "height",
+                        "mode",
+                        "format",
+                        "created_at",
+                    ],
                     [
                         (
                             item.sha256,
-                            asset_storage_name(item.sha256, item.format),
+                            *locations[item.sha256],
                             len(item.data),
                             item.width,
                             item.height,
@@ -608,12 +688,16 @@ def _asset_ids(shas: list[str]) -> dict[str, int]:
     if not shas:
         return {}
     quote = connection.ops.quote_name
-    sql = (
-        f"SELECT {quote('sha256')}, {quote('id')} FROM {quote(Asset._meta.db_table)} "  # noqa: S608 - names from the model
-        f"WHERE {quote('sha256')} IN ({', '.join(['%s'] * len(shas))})"
-    )
+    sql = f"SELECT {quote('sha256')}, {quote('id')} FROM {quote(Asset._meta.db_table)} WHERE {quote('sha256')} "  # noqa: S608 - names from the model
+    if connection.vendor == "postgresql":
+        # One string parameter: PostgreSQL parsed and planned 2000 literals in 10-50 ms, this in 6-9.
+        sql += "= ANY(string_to_array(%s, ','))"
+        params: list[str] = [",".join(shas)]  # hex digests: never a comma
+    else:
+        sql += f"IN ({', '.join(['%s'] * len(shas))})"
+        params = shas
     with connection.cursor() as cursor:
-        cursor.execute(sql, shas)
+        cursor.execute(sql, params)
         return dict(cursor.fetchall())
 
 
@@ -627,24 +711,34 @@ def _insert_ignoring_conflicts(
     than the query); the unique constraints still decide what is kept.
     """
     if not rows:
-        return
+        return []
     quote = connection.ops.quote_name
-    table = f"{quote(model._meta.db_table)} ({', '.join(quote(c) for c in columns)})"
-    if connection.vendor == "postgresql":
-        # One array per column: a short statement that PostgreSQL plans at once, whatever the batch size.
-        fields = [model._meta.get_field(c.removesuffix("_id") if c.endswith("_id") else c) for c in columns]
-        arrays = ", ".join(f"%s::{f.db_type(connection).split('(')[0]}[]" for f in fields)
-        sql = f"INSERT INTO {table} SELECT * FROM unnest({arrays}) ON CONFLICT DO NOTHING"  # noqa: S608 - names from the model
-        params = [list(column) for column in zip(*rows, strict=True)]
-    else:
+    names = ", ".join(quote(c) for c in columns)
+    table = f"{quote(model._meta.db_table)} ({names})"
+    suffix = f" RETURNING {', '.join(quote(c) for c in returning)}" if returning else ""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # COPY into a temporary table, then one INSERT ... SELECT: psycopg formats COPY rows in C,
+            # where binding the rows as parameters (even one array per column) quoted every value in
+            # Python, a third of the import's time. The table is dropped after use (and at commit in any case).
+            staging = quote(f"_staging_{model._meta.db_table}")
+            cursor.execute(
+                f"CREATE TEMPORARY TABLE {staging} ON COMMIT DROP AS "  # noqa: S608 - names from the model
+                f"SELECT {names} FROM {quote(model._meta.db_table)} WITH NO DATA"
+            )
+            with cursor.cursor.copy(f"COPY {staging} ({names}) FROM STDIN") as copy:
+                write_row = copy.write_row
+                for r in rows:
+                    write_row(r)
+            sql = f"INSERT INTO {table} SELECT {names} FROM {staging} ON CONFLICT DO NOTHING{suffix}"  # noqa: S608
+            cursor.execute(sql)
+            rows_back = cursor.fetchall() if returning else []
+            cursor.execute(f"DROP TABLE {staging}")  # a second call in the same transaction creates it again
+            return rows_back
         row = f"({', '.join(['%s'] * len(columns))})"
         # One statement per batch; a batch stays far below SQLite's parameter limit.
-        sql = f"INSERT INTO {table} VALUES {', '.join([row] * len(rows))} ON CONFLICT DO NOTHING"  # noqa: S608
-        params = [value for r in rows for value in r]
-    if returning:
-        sql += f" RETURNING {', '.join(quote(c) for c in returning)}"
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        sql = f"INSERT INTO {table} VALUES {', '.join([row] * len(rows))} ON CONFLICT DO NOTHING{suffix}"  # noqa: S608
+        cursor.execute(sql, [value for r in rows for value in r])
         return cursor.fetchall() if returning else []
 
 
@@ -845,13 +939,6 @@ def dataset_version_create(
 # Dataset shards
 
 
-def _read_asset(root: Path | None, storage_name: str) -> bytes:
-    if root is not None:
-        return (root / storage_name).read_bytes()
-    with default_storage.open(storage_name, "rb") as f:
-        return f.read()
-
-
 def _sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -874,7 +961,6 @@ def _read_manifest(prefix: str) -> dict | None:
 
 def _build_shards(version: DatasetVersion, folder: Path) -> dict:
     """Write {split}_x.npy, {split}_y.npy and manifest.json for `version` into `folder`."""
-    root = storage_root()
     shape = (version.channels, version.height, version.width)
     files: dict[str, dict] = {}
     stats: dict = {}
@@ -884,7 +970,14 @@ def _build_shards(version: DatasetVersion, folder: Path) -> dict:
             DatasetItem.objects.filter(version=version, split=split)
             .order_by("position")
             .values_list(
-                "label_index", "asset__sha256", "asset__storage_name", "asset__width", "asset__height", "asset__mode"
+                "label_index",
+                "asset__sha256",
+                "asset__storage_name",
+                "asset__offset",
+                "asset__length",
+                "asset__width",
+                "asset__height",
+                "asset__mode",
             )
         )
         n = len(rows)
@@ -892,23 +985,25 @@ def _build_shards(version: DatasetVersion, folder: Path) -> dict:
         y = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
         if n:
             x = np.lib.format.open_memmap(x_path, mode="w+", dtype=np.uint8, shape=(n, *shape))
-            for i, (_label, sha, storage_name, _w, _h, _mode) in enumerate(rows):
-                try:
-                    decoded = imaging.decode(_read_asset(root, storage_name), max_pixels=max_pixels)
-                except (imaging.ImageError, OSError) as exc:
-                    reason = exc.reason if isinstance(exc, imaging.ImageError) else (exc.strerror or str(exc))
-                    raise ValidationFailed(f"asset {sha[:12]} could not be read: {reason}") from None
-                x[i], _steps = imaging.preprocess(
-                    decoded.image,
-                    channels=version.channels,
-                    width=version.width,
-                    height=version.height,
-                    resize_mode=version.resize_mode,
-                    fill_seed=bytes.fromhex(sha),
-                )
+            # Rows are filled in storage order (each pack read once, front to back), not row order.
+            i = 0
+            try:
+                for i, data in assets_read_bytes((k, r[2], r[3], r[4]) for k, r in enumerate(rows)):
+                    decoded = imaging.decode(data, max_pixels=max_pixels)
+                    x[i], _steps = imaging.preprocess(
+                        decoded.image,
+                        channels=version.channels,
+                        width=version.width,
+                        height=version.height,
+                        resize_mode=version.resize_mode,
+                        fill_seed=bytes.fromhex(rows[i][1]),
+                    )
+            except (imaging.ImageError, AssetUnreadable) as exc:
+                failed = rows[exc.key if isinstance(exc, AssetUnreadable) else i][1]
+                raise ValidationFailed(f"asset {failed[:12]} could not be read: {exc.reason}") from None
             x.flush()
             if split == "train":
-                stats = imaging.image_stats(x, [(r[3], r[4]) for r in rows], [r[5] for r in rows])
+                stats = imaging.image_stats(x, [(r[5], r[6]) for r in rows], [r[7] for r in rows])
             del x
         else:
             np.save(x_path, np.zeros((0, *shape), dtype=np.uint8))

@@ -1,10 +1,11 @@
+import hashlib
 import json
 
 import numpy as np
 import pytest
 
-from curation import selectors, services
-from curation.models import DatasetItem, DatasetVersion
+from curation import imaging, selectors, services
+from curation.models import Asset, DatasetItem, DatasetVersion
 from curation.tasks import dataset_materialize, import_run
 
 from .conftest import write_tree
@@ -195,7 +196,10 @@ def test_failed_materialize_says_why(imported, admin_user, django_capture_on_com
     dataset_materialize.apply(kwargs={"version_id": version.pk})
     version.refresh_from_db()
     assert version.status == "failed"
-    assert item.asset.sha256[:12] in version.error
+    # The pack held every asset: the error names the first one that could not be read.
+    in_pack = Asset.objects.filter(storage_name=item.asset.storage_name).values_list("sha256", flat=True)
+    assert len(in_pack) == 60
+    assert any(f"asset {sha[:12]} could not be read" in version.error for sha in in_pack)
     assert not default_storage.exists(f"shards/{version.content_hash}/manifest.json")
 
 
@@ -206,3 +210,33 @@ def test_colour_shards_in_every_mode(imported, admin_user, django_capture_on_com
     )
     x, _ = selectors.dataset_split_arrays(version=version, split="train")
     assert x.shape[1:] == (3, 12, 16)
+
+
+def test_dataset_from_packed_assets_equals_one_from_the_original_images(
+    imported, admin_user, isolated_files, django_capture_on_commit_callbacks
+):
+    version = _create(imported, admin_user, django_capture_on_commit_callbacks, resize_mode="fill", width=20)
+    assert version.status == "ready", version.error
+    assert not Asset.objects.filter(offset__isnull=True).exists()  # every asset came from a pack
+    originals = {}
+    for path in (isolated_files / "digits").glob("*/*.png"):
+        data = path.read_bytes()
+        originals[hashlib.sha256(data).hexdigest()] = data
+    for split in ("train", "val"):
+        x, y = selectors.dataset_split_arrays(version=version, split=split)
+        items = list(
+            DatasetItem.objects.filter(version=version, split=split)
+            .order_by("position")
+            .values_list("asset__sha256", "label_index")
+        )
+        assert len(items) == len(x) == len(y) > 0
+        for i, (sha, label_index) in enumerate(items):
+            expected, _ = imaging.preprocess(
+                imaging.decode(originals[sha], max_pixels=10**6).image,
+                channels=1,
+                width=20,
+                height=28,
+                resize_mode="fill",
+                fill_seed=bytes.fromhex(sha),
+            )
+            assert np.array_equal(x[i], expected) and y[i] == label_index

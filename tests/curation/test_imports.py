@@ -1,11 +1,13 @@
+import hashlib
 import os
+from pathlib import Path
 
 import pytest
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from crucible.core.errors import ValidationFailed
-from curation import services
+from curation import selectors, services
 from curation.models import Asset, ImportJob, ProjectAsset
 from curation.tasks import import_run
 
@@ -41,7 +43,7 @@ def test_folder_import_reports_unreadable_files_and_imports_the_rest(
     labels = sorted(ProjectAsset.objects.filter(project=project).values_list("label", flat=True))
     assert labels == ["0", "0", "0", "1", "1", "10", "10"]
     asset = Asset.objects.first()
-    assert asset.storage_name == f"assets/{asset.sha256[:2]}/{asset.sha256}.png"
+    assert asset.storage_name.startswith("packs/") and asset.length == asset.size_bytes
     assert default_storage.exists(asset.storage_name)
     assert (asset.width, asset.height, asset.mode, asset.format) == (28, 28, "L", "PNG")
 
@@ -214,3 +216,91 @@ def test_service_refuses_both_sources(project, admin_user):
     upload = SimpleUploadedFile("x.zip", zip_of(TWO_CLASSES))
     with pytest.raises(ValidationFailed):
         services.import_start(project=project, user=admin_user, upload=upload, path="/tmp")
+
+
+def _pack_files(folder) -> list[str]:
+    return sorted(p.name for p in folder.glob("packs/*") if not p.name.startswith("."))
+
+
+def test_small_assets_land_in_one_pack_and_read_back_exactly(
+    api, project, admin_user, isolated_files, settings, django_capture_on_commit_callbacks
+):
+    folder = write_tree(isolated_files / "digits", {"a": 5, "b": 5})
+    job = _import_folder(project, admin_user, folder, django_capture_on_commit_callbacks)
+    assert job.imported == 10
+    media = Path(default_storage.path(""))
+    packs = _pack_files(media)
+    assert len(packs) == 1  # one file created for ten assets
+    assert not (media / "assets").exists()
+    pack = Path(default_storage.path(f"packs/{packs[0]}"))
+    assert packs[0] == f"{hashlib.sha256(pack.read_bytes()).hexdigest()}.pack"  # named by its content
+    for path in sorted(folder.glob("*/*.png")):
+        data = path.read_bytes()
+        asset = Asset.objects.get(sha256=hashlib.sha256(data).hexdigest())
+        assert (asset.storage_name, asset.length) == (f"packs/{packs[0]}", len(data))
+        assert selectors.asset_read_bytes(asset) == data
+        resp = api(admin_user).get(f"/api/v1/projects/{project.name}/assets/{asset.sha256}/content/")
+        assert resp.status_code == 200 and resp["Content-Type"] == "image/png"
+        assert b"".join(resp.streaming_content) == data
+
+
+def test_asset_above_the_pack_threshold_gets_its_own_file(
+    api, project, admin_user, isolated_files, settings, django_capture_on_commit_callbacks
+):
+    folder = write_tree(isolated_files / "digits", {"a": 2, "b": 2})
+    big = png_bytes(77, size=(300, 300))
+    (folder / "a" / "big.png").write_bytes(big)
+    settings.CRUCIBLE_PACK_MAX_ASSET_BYTES = len(big) - 1
+    job = _import_folder(project, admin_user, folder, django_capture_on_commit_callbacks)
+    assert job.imported == 5
+    asset = Asset.objects.get(sha256=hashlib.sha256(big).hexdigest())
+    assert asset.storage_name == f"assets/{asset.sha256[:2]}/{asset.sha256}.png"
+    assert (asset.offset, asset.length) == (None, None)
+    assert Path(default_storage.path(asset.storage_name)).read_bytes() == big
+    assert selectors.asset_read_bytes(asset) == big
+    resp = api(admin_user).get(f"/api/v1/projects/{project.name}/assets/{asset.sha256}/content/")
+    assert b"".join(resp.streaming_content) == big
+    packed = Asset.objects.exclude(pk=asset.pk)
+    assert packed.count() == 4 and {a.storage_name for a in packed} == {packed[0].storage_name}
+    assert all(a.offset is not None for a in packed)
+
+
+def test_reimport_adds_no_pack_and_no_rows(project, admin_user, isolated_files, django_capture_on_commit_callbacks):
+    from crucible.core.models import Project
+
+    folder = write_tree(isolated_files / "digits", {"a": 3, "b": 3})
+    _import_folder(project, admin_user, folder, django_capture_on_commit_callbacks)
+    media = Path(default_storage.path(""))
+    packs = _pack_files(media)
+    locations = sorted(Asset.objects.values_list("sha256", "storage_name", "offset", "length"))
+    again = _import_folder(project, admin_user, folder, django_capture_on_commit_callbacks)
+    other = _import_folder(Project.objects.create(name="other"), admin_user, folder, django_capture_on_commit_callbacks)
+    assert (again.imported, again.duplicates, other.imported) == (0, 6, 6)
+    assert _pack_files(media) == packs and len(packs) == 1
+    assert sorted(Asset.objects.values_list("sha256", "storage_name", "offset", "length")) == locations
+    assert ProjectAsset.objects.count() == 12
+
+
+def test_resume_after_a_crash_before_the_rows_keeps_one_location(
+    project, admin_user, isolated_files, django_capture_on_commit_callbacks, monkeypatch
+):
+    folder = write_tree(isolated_files / "digits", {"a": 3, "b": 3})
+    with django_capture_on_commit_callbacks():
+        job = services.import_start(project=project, user=admin_user, path=str(folder))
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("worker lost")
+
+    # The pack is written, then the worker dies before the batch's rows are committed.
+    monkeypatch.setattr(services, "_insert_ignoring_conflicts", crash)
+    with pytest.raises(RuntimeError):
+        services._import_files(ImportJob.objects.get(pk=job.pk))
+    assert not Asset.objects.exists()
+    monkeypatch.undo()
+    import_run.apply(kwargs={"job_id": job.pk})
+    job.refresh_from_db()
+    assert (job.status, job.imported) == ("done", 6)
+    assert Asset.objects.count() == 6 and ProjectAsset.objects.count() == 6
+    assert len({a.storage_name for a in Asset.objects.all()}) == 1
+    for asset in Asset.objects.all():
+        assert hashlib.sha256(selectors.asset_read_bytes(asset)).hexdigest() == asset.sha256
