@@ -216,6 +216,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Tasks run eagerly only when a test asks for it explicitly; never as a silent fallback.
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 
+# Labelling: how long an annotator holds a claimed item without a heartbeat.
+LABELING_LEASE_TTL = env.int("LABELING_LEASE_TTL", default=600)
+
 # PyTorch threads per worker process (see docs/operations.md).
 CRUCIBLE_TORCH_THREADS = env.int("CRUCIBLE_TORCH_THREADS", default=1)
 

@@ -1,1 +1,176 @@
-# Label schemas, queues, leases and annotations arrive with the labelling queue.
+"""Label schemas, the labelling queue, its leases and the annotations submitted through them.
+
+The queue's invariants live in the database, not only in code:
+- one live lease per (item, annotator): a partial unique constraint on leases not yet released;
+- never more live leases plus submitted annotations than the item requires: `QueueItem.claimed`
+  counts both, moves only through F() updates in the transaction that inserts, releases or submits
+  a lease, and a check constraint keeps it at or under `required_annotations`;
+- one annotation per (item, annotator) on ordinary (non-gold) items.
+"""
+
+import random
+
+from django.conf import settings
+from django.db import models
+from django.db.models.functions import Length
+from django.db.models.lookups import Exact
+
+from crucible.core.models import Project
+from curation.models import ProjectAsset
+
+
+def random_key() -> float:
+    return random.random()
+
+
+class SchemaKind(models.TextChoices):
+    SINGLE_LABEL = "single_label", "Single label"
+
+
+class ItemState(models.TextChoices):
+    OPEN = "open", "Open"
+    DONE = "done", "Done"
+
+
+class ReleaseReason(models.TextChoices):
+    SUBMITTED = "submitted", "Submitted"
+    SKIPPED = "skipped", "Skipped"
+    EXPIRED = "expired", "Expired"
+
+
+class LabelSchema(models.Model):
+    """What annotators of a project choose from. This slice knows single-label classes."""
+
+    Kind = SchemaKind
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="label_schema")
+    kind = models.CharField(max_length=16, choices=SchemaKind.choices, default=SchemaKind.SINGLE_LABEL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(kind__in=SchemaKind.values), name="label_schema_kind_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} schema of project {self.project_id}"
+
+
+class LabelClass(models.Model):
+    schema = models.ForeignKey(LabelSchema, on_delete=models.CASCADE, related_name="classes")
+    name = models.CharField(max_length=200)
+    key = models.CharField(max_length=1)  # the keyboard key that picks the class
+    position = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["schema", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["schema", "name"], name="label_class_name_unique"),
+            models.UniqueConstraint(fields=["schema", "key"], name="label_class_key_unique"),
+            models.UniqueConstraint(fields=["schema", "position"], name="label_class_position_unique"),
+            models.CheckConstraint(condition=Exact(Length("key"), 1), name="label_class_key_one_char"),
+            models.CheckConstraint(condition=~models.Q(name=""), name="label_class_name_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} [{self.key}]"
+
+
+class QueueItem(models.Model):
+    State = ItemState
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="queue_items")
+    project_asset = models.ForeignKey(ProjectAsset, on_delete=models.CASCADE, related_name="queue_items")
+    priority = models.IntegerField(default=0)
+    required_annotations = models.PositiveSmallIntegerField(default=1)
+    submitted_count = models.PositiveIntegerField(default=0)
+    # Live leases plus submitted annotations; see the module docstring.
+    claimed = models.PositiveIntegerField(default=0)
+    # Drawn once at creation so that a random order is an index scan, never ORDER BY random().
+    random_key = models.FloatField(default=random_key)
+    is_gold = models.BooleanField(default=False)
+    state = models.CharField(max_length=8, choices=ItemState.choices, default=ItemState.OPEN)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(claimed__lte=models.F("required_annotations")),
+                name="queue_item_claimed_le_required",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(submitted_count__lte=models.F("claimed")),
+                name="queue_item_submitted_le_claimed",
+            ),
+            models.CheckConstraint(condition=models.Q(required_annotations__gte=1), name="queue_item_required_ge_1"),
+            models.CheckConstraint(condition=models.Q(state__in=ItemState.values), name="queue_item_state_valid"),
+            models.UniqueConstraint(
+                fields=["project_asset"], condition=models.Q(state="open"), name="queue_item_one_open_per_asset"
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["project", "-priority", "id"], condition=models.Q(state="open"), name="queue_item_open_order"
+            ),
+            models.Index(fields=["project", "state"], name="queue_item_project_state"),
+        ]
+
+    def __str__(self) -> str:
+        return f"queue item {self.pk} ({self.state}, {self.submitted_count}/{self.required_annotations})"
+
+
+class Lease(models.Model):
+    """An item handed to one annotator for a short time; released on submit, skip or expiry."""
+
+    Reason = ReleaseReason
+
+    item = models.ForeignKey(QueueItem, on_delete=models.CASCADE, related_name="leases")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    released_at = models.DateTimeField(null=True, blank=True)
+    release_reason = models.CharField(max_length=16, choices=ReleaseReason.choices, blank=True, default="")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["item", "annotator"], condition=models.Q(released_at__isnull=True), name="lease_one_live"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(released_at__isnull=True, release_reason="")
+                | models.Q(released_at__isnull=False, release_reason__in=ReleaseReason.values),
+                name="lease_release_reason_set",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["annotator", "item"], name="lease_annotator_item"),
+            models.Index(fields=["expires_at"], condition=models.Q(released_at__isnull=True), name="lease_live_expiry"),
+        ]
+
+    def __str__(self) -> str:
+        return f"lease {self.pk} of item {self.item_id}"
+
+
+class Annotation(models.Model):
+    """One submitted answer; append-only (revisions are new rows)."""
+
+    item = models.ForeignKey(QueueItem, on_delete=models.CASCADE, related_name="annotations")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    result = models.JSONField()  # {"label": class name}
+    time_spent_ms = models.PositiveIntegerField()
+    idempotency_key = models.CharField(max_length=100)
+    # Copied from the item: gold items may be shown to an annotator again, ordinary ones never.
+    is_gold = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["annotator", "idempotency_key"], name="annotation_idempotency_key_unique"),
+            models.UniqueConstraint(
+                fields=["item", "annotator"], condition=models.Q(is_gold=False), name="annotation_once_per_annotator"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"annotation {self.pk} of item {self.item_id}"

@@ -1,0 +1,197 @@
+from django.http import HttpResponse
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from crucible.core.errors import NotFound
+from crucible.core.selectors import project_get
+from curation.selectors import AssetUnreadable, asset_read_bytes
+from labeling import selectors, services
+from labeling.models import Annotation, Lease
+
+_CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "BMP": "image/bmp", "PPM": "image/x-portable-anymap"}
+
+
+class LabelClassSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    key = serializers.CharField(max_length=1, trim_whitespace=False)
+
+
+class LabelSchemaOutputSerializer(serializers.Serializer):
+    project = serializers.IntegerField()
+    kind = serializers.CharField()
+    classes = LabelClassSerializer(many=True)
+    updated_at = serializers.DateTimeField()
+
+
+class LeaseOutputSerializer(serializers.ModelSerializer):
+    lease = serializers.IntegerField(source="pk")
+    item = serializers.IntegerField(source="item_id")
+    sha256 = serializers.CharField(source="item.project_asset.asset.sha256")
+    width = serializers.IntegerField(source="item.project_asset.asset.width")
+    height = serializers.IntegerField(source="item.project_asset.asset.height")
+    image_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Lease
+        fields = ["lease", "item", "sha256", "width", "height", "image_url", "created_at", "expires_at"]
+
+    def get_image_url(self, obj: Lease) -> str:
+        return reverse("labeling:lease-image", kwargs={"lease_id": obj.pk})
+
+
+class AnnotationOutputSerializer(serializers.ModelSerializer):
+    item = serializers.IntegerField(source="item_id")
+    annotator = serializers.IntegerField(source="annotator_id")
+
+    class Meta:
+        model = Annotation
+        fields = ["id", "item", "annotator", "result", "time_spent_ms", "idempotency_key", "created_at"]
+
+
+def _schema_body(schema, classes) -> dict:
+    return LabelSchemaOutputSerializer(
+        {
+            "project": schema.project_id,
+            "kind": schema.kind,
+            "classes": [{"name": c.name, "key": c.key} for c in classes],
+            "updated_at": schema.updated_at,
+        }
+    ).data
+
+
+class LabelSchemaApi(APIView):
+    """The project's label schema: read by any member (GET), replaced by engineers (PUT)."""
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "LabelSchemaInput"
+
+        kind = serializers.ChoiceField(choices=["single_label"], default="single_label")
+        classes = LabelClassSerializer(many=True)
+
+    @extend_schema(responses={200: LabelSchemaOutputSerializer})
+    def get(self, request: Request, project: str) -> Response:
+        obj = project_get(user=request.user, ref=project)
+        schema, classes = selectors.label_schema_get(project=obj, user=request.user)
+        return Response(_schema_body(schema, classes))
+
+    @extend_schema(request=InputSerializer, responses={200: LabelSchemaOutputSerializer})
+    def put(self, request: Request, project: str) -> Response:
+        obj = project_get(user=request.user, ref=project)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.label_schema_set(project=obj, user=request.user, classes=data.validated_data["classes"])
+        schema, classes = selectors.label_schema_get(project=obj, user=request.user)
+        return Response(_schema_body(schema, classes))
+
+
+class QueueItemsAddApi(APIView):
+    """Queue assets of the project for labelling (engineers)."""
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "QueueItemsAddInput"
+
+        project_asset_ids = serializers.ListField(
+            child=serializers.IntegerField(), required=False, allow_null=True, default=None
+        )
+        priority = serializers.IntegerField(default=0, min_value=-(2**31), max_value=2**31 - 1)
+        required_annotations = serializers.IntegerField(default=1, min_value=1, max_value=100)
+
+    class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "QueueItemsAddOutput"
+
+        added = serializers.IntegerField()
+
+    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
+    def post(self, request: Request, project: str) -> Response:
+        obj = project_get(user=request.user, ref=project)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        added = services.queue_items_add(project=obj, user=request.user, **data.validated_data)
+        return Response({"added": added}, status=status.HTTP_201_CREATED)
+
+
+class QueueNextApi(APIView):
+    """The caller's leases in the project: the item to label first, then up to two prefetched."""
+
+    @extend_schema(request=None, responses={200: LeaseOutputSerializer(many=True)})
+    def post(self, request: Request, project: str) -> Response:
+        obj = project_get(user=request.user, ref=project)
+        leases = services.lease_claim_next(project=obj, annotator=request.user)
+        return Response({"results": LeaseOutputSerializer(leases, many=True).data})
+
+
+class QueueStatusApi(APIView):
+    """Items by state, live leases and submissions (engineers and reviewers)."""
+
+    class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "QueueStatusOutput"
+
+        items = serializers.DictField(child=serializers.IntegerField())
+        items_total = serializers.IntegerField()
+        live_leases = serializers.IntegerField()
+        submissions = serializers.IntegerField()
+
+    @extend_schema(responses={200: OutputSerializer})
+    def get(self, request: Request, project: str) -> Response:
+        obj = project_get(user=request.user, ref=project)
+        return Response(self.OutputSerializer(selectors.queue_status(project=obj, user=request.user)).data)
+
+
+class LeaseImageApi(APIView):
+    """The image of a leased item, for the annotator holding the lease and only while it is held."""
+
+    @extend_schema(responses={(200, "image/*"): OpenApiTypes.BINARY})
+    def get(self, request: Request, lease_id: int) -> HttpResponse:
+        asset = selectors.leased_asset(lease_id=lease_id, user=request.user)
+        try:
+            data = asset_read_bytes(asset)
+        except AssetUnreadable:
+            raise NotFound(f"the file of asset {asset.sha256[:12]} is missing from storage") from None
+        response = HttpResponse(data, content_type=_CONTENT_TYPES.get(asset.format, "application/octet-stream"))
+        # Private and not cached: the right to see it ends with the lease.
+        response["Cache-Control"] = "private, no-store"
+        return response
+
+
+class LeaseHeartbeatApi(APIView):
+    """Keep a lease alive: its expiry moves to now plus the lease TTL."""
+
+    @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT})
+    def post(self, request: Request, lease_id: int) -> Response:
+        lease = services.lease_heartbeat(lease_id=lease_id, annotator=request.user)
+        return Response({"lease": lease.pk, "item": lease.item_id, "expires_at": lease.expires_at})
+
+
+class LeaseReleaseApi(APIView):
+    """Skip: the item goes back to the queue for other annotators."""
+
+    @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT})
+    def post(self, request: Request, lease_id: int) -> Response:
+        lease = services.lease_release(lease_id=lease_id, annotator=request.user)
+        return Response({"lease": lease.pk, "item": lease.item_id, "released_at": lease.released_at})
+
+
+class AnnotationSubmitApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "AnnotationSubmitInput"
+
+        result = serializers.JSONField()
+        time_spent_ms = serializers.IntegerField(min_value=0, max_value=2**31 - 1)
+        idempotency_key = serializers.CharField(max_length=100)
+
+    @extend_schema(request=InputSerializer, responses={201: AnnotationOutputSerializer})
+    def post(self, request: Request, item_id: int) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        annotation = services.annotation_submit(item_id=item_id, annotator=request.user, **data.validated_data)
+        return Response(AnnotationOutputSerializer(annotation).data, status=status.HTTP_201_CREATED)

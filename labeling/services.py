@@ -1,0 +1,345 @@
+"""Writes of labelling: label schemas, queue items, leases (claim, heartbeat, release, expiry), annotations.
+
+Lock order, the same everywhere so that no two of these can deadlock: lease rows, then queue item rows,
+then the project asset. A claim locks queue items only and inserts new lease rows.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Case, F, Value, When
+from django.utils import timezone
+
+from crucible.core.errors import Conflict, NotFound, ValidationFailed
+from crucible.core.models import Project, Role, User
+from crucible.core.selectors import require_role, require_write
+from crucible.core.services import audit
+from curation.models import ProjectAsset
+from labeling.models import Annotation, LabelClass, LabelSchema, Lease, QueueItem
+
+# How many live leases an annotator holds in a project: the item on screen and two prefetched.
+LEASES_PER_ANNOTATOR = 3
+_ALL_ROLES = set(Role.values)
+# First key of pg_advisory_xact_lock(int, int): claims of one annotator run one at a time.
+_CLAIM_LOCK_CLASS = 0x1ABE
+
+
+def lease_ttl_seconds() -> int:
+    return int(settings.LABELING_LEASE_TTL)
+
+
+# Label schemas
+
+
+@transaction.atomic
+def label_schema_set(*, project: Project, user: User, classes: list[dict[str, str]]) -> LabelSchema:
+    """Replace the project's single-label classes with `classes` ([{"name", "key"}], in order).
+
+    Removing a class that annotations already use is refused (code `class_in_use`): this slice
+    does not yet migrate annotations between classes.
+    """
+    require_write(user=user, project=project)
+    errors: dict[str, Any] = {}
+    names: list[str] = []
+    keys: list[str] = []
+    if not classes:
+        errors["classes"] = "at least one class"
+    for i, cls in enumerate(classes):
+        name = str(cls.get("name", "")).strip() if isinstance(cls, dict) else ""
+        key = str(cls.get("key", "")) if isinstance(cls, dict) else ""
+        if not name or len(name) > 200:
+            errors[f"classes[{i}].name"] = "a name of 1 to 200 characters"
+        elif name in names:
+            errors[f"classes[{i}].name"] = f"duplicate name {name!r}"
+        if len(key) != 1 or key.isspace():
+            errors[f"classes[{i}].key"] = "one keyboard character"
+        elif key in keys:
+            errors[f"classes[{i}].key"] = f"duplicate key {key!r}"
+        names.append(name)
+        keys.append(key)
+    if errors:
+        raise ValidationFailed("invalid label classes", code="invalid_schema", fields=errors)
+
+    schema, _ = LabelSchema.objects.get_or_create(project=project)
+    used = set(
+        Annotation.objects.filter(item__project=project).values_list("result__label", flat=True).distinct().order_by()
+    )
+    removed = sorted(str(name) for name in used if name is not None and name not in names)
+    if removed:
+        raise Conflict(
+            f"annotations use the class(es) {', '.join(removed)}; they cannot be removed yet",
+            code="class_in_use",
+            fields={"classes": removed},
+        )
+    LabelClass.objects.filter(schema=schema).delete()
+    LabelClass.objects.bulk_create(
+        LabelClass(schema=schema, name=name, key=key, position=i)
+        for i, (name, key) in enumerate(zip(names, keys, strict=True))
+    )
+    schema.save(update_fields=["updated_at"])
+    audit(actor=user, project=project, verb="label_schema.set", target=project.name, classes=names)
+    return schema
+
+
+# Queue items
+
+
+@transaction.atomic
+def queue_items_add(
+    *,
+    project: Project,
+    user: User,
+    project_asset_ids: list[int] | None = None,
+    priority: int = 0,
+    required_annotations: int = 1,
+) -> int:
+    """Queue assets of the project for labelling; returns how many items were added.
+
+    `project_asset_ids=None` queues every unlabelled asset of the project. Assets that already have
+    an open item are skipped.
+    """
+    require_write(user=user, project=project)
+    if not LabelSchema.objects.filter(project=project).exists():
+        raise ValidationFailed("set the project's label schema first", code="no_label_schema")
+    if required_annotations < 1 or required_annotations > 100:
+        raise ValidationFailed(
+            "required_annotations is between 1 and 100", fields={"required_annotations": "between 1 and 100"}
+        )
+    assets = ProjectAsset.objects.filter(project=project)
+    if project_asset_ids is None:
+        assets = assets.filter(label="")
+    else:
+        wanted = set(project_asset_ids)
+        found = set(assets.filter(pk__in=wanted).values_list("pk", flat=True))
+        missing = sorted(wanted - found)
+        if missing:
+            raise ValidationFailed(
+                f"{len(missing)} asset id(s) are not in {project.name!r}",
+                code="unknown_asset",
+                fields={"project_asset_ids": missing[:20]},
+            )
+        assets = assets.filter(pk__in=wanted)
+    ids = assets.exclude(queue_items__state=QueueItem.State.OPEN).order_by("pk").values_list("pk", flat=True)
+    added = 0
+    batch: list[QueueItem] = []
+    for asset_id in ids.iterator(chunk_size=5000):
+        batch.append(
+            QueueItem(
+                project=project,
+                project_asset_id=asset_id,
+                priority=priority,
+                required_annotations=required_annotations,
+            )
+        )
+        if len(batch) >= 5000:
+            added += _insert_items(batch)
+            batch = []
+    added += _insert_items(batch)
+    audit(actor=user, project=project, verb="queue.items_add", target=project.name, added=added, priority=priority)
+    return added
+
+
+def _insert_items(batch: list[QueueItem]) -> int:
+    if not batch:
+        return 0
+    # A concurrent add of the same asset loses to the one-open-item-per-asset constraint.
+    QueueItem.objects.bulk_create(batch, ignore_conflicts=True)
+    return len(batch)
+
+
+# Leases
+
+_CLAIM_SQL = """
+UPDATE {item} SET claimed = claimed + 1
+WHERE id IN (
+    SELECT q.id FROM {item} q
+    WHERE q.project_id = %s AND q.state = 'open' AND q.claimed < q.required_annotations
+      AND NOT EXISTS (
+          SELECT 1 FROM {lease} l
+          WHERE l.item_id = q.id AND l.annotator_id = %s
+            AND (l.released_at IS NULL OR l.release_reason = 'skipped')
+      )
+      AND NOT EXISTS (SELECT 1 FROM {annotation} a WHERE a.item_id = q.id AND a.annotator_id = %s)
+    ORDER BY q.priority DESC, q.id
+    LIMIT %s{lock}
+)
+RETURNING id, priority
+"""
+
+
+def _claim_items(*, project_id: int, annotator_id: int, n: int, skip_locked: bool) -> list[int]:
+    lock = ""
+    if connection.vendor == "postgresql":
+        lock = " FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE"
+    sql = _CLAIM_SQL.format(
+        item=QueueItem._meta.db_table, lease=Lease._meta.db_table, annotation=Annotation._meta.db_table, lock=lock
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [project_id, annotator_id, annotator_id, n])
+        # RETURNING follows no order: put them back in queue order, so lease ids follow it too.
+        return [item_id for item_id, _ in sorted(cursor.fetchall(), key=lambda row: (-row[1], row[0]))]
+
+
+def lease_claim_next(*, project: Project, annotator: User, ttl_seconds: int | None = None) -> list[Lease]:
+    """The annotator's live leases in the project, topped up to three (one to label, two prefetched).
+
+    Asking twice gives the same leases (each renewed for `ttl_seconds`). New items are claimed by one
+    statement: on PostgreSQL an UPDATE of the queue items picked by a `FOR UPDATE SKIP LOCKED`
+    subquery, on SQLite the same statement inside the IMMEDIATE transaction that serializes writers.
+    The lease rows are inserted in the same transaction. An empty list means no item is left for
+    this annotator.
+    """
+    require_role(user=annotator, project=project, roles=_ALL_ROLES, action="label")
+    ttl = lease_ttl_seconds() if ttl_seconds is None else ttl_seconds
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                lock_sql = "SELECT pg_advisory_xact_lock(%s::integer, %s::integer)"
+                cursor.execute(lock_sql, [_CLAIM_LOCK_CLASS, annotator.pk])
+        now = timezone.now()
+        expires = now + timedelta(seconds=ttl)
+        own = Lease.objects.filter(item__project=project, annotator=annotator, released_at__isnull=True)
+        own.update(expires_at=expires)
+        held = list(own.order_by("pk").select_related("item__project_asset__asset"))
+        wanted = LEASES_PER_ANNOTATOR - len(held)
+        if wanted <= 0:
+            return held
+        ids = _claim_items(project_id=project.pk, annotator_id=annotator.pk, n=wanted, skip_locked=True)
+        if not ids and not held and connection.vendor == "postgresql":
+            # Every candidate was locked by a concurrent claim: wait for them rather than answer
+            # "no items" while items remain.
+            ids = _claim_items(project_id=project.pk, annotator_id=annotator.pk, n=wanted, skip_locked=False)
+        if ids:
+            Lease.objects.bulk_create(Lease(item_id=i, annotator=annotator, expires_at=expires) for i in ids)
+            new = Lease.objects.filter(item_id__in=ids, annotator=annotator, released_at__isnull=True)
+            held += list(new.select_related("item__project_asset__asset").order_by("pk"))
+    return held
+
+
+def _own_lease(*, lease_id: int, annotator: User) -> Lease:
+    lease = Lease.objects.select_related("item").filter(pk=lease_id, annotator=annotator).first()
+    if lease is None:
+        raise NotFound(f"lease {lease_id} not found")
+    return lease
+
+
+def lease_heartbeat(*, lease_id: int, annotator: User, ttl_seconds: int | None = None) -> Lease:
+    """Extend a live lease of the annotator by the lease TTL; 409 `not_leased` once it is released."""
+    lease = _own_lease(lease_id=lease_id, annotator=annotator)
+    ttl = lease_ttl_seconds() if ttl_seconds is None else ttl_seconds
+    expires = timezone.now() + timedelta(seconds=ttl)
+    if not Lease.objects.filter(pk=lease.pk, released_at__isnull=True).update(expires_at=expires):
+        raise Conflict(f"lease {lease_id} is no longer held", code="not_leased")
+    lease.expires_at = expires
+    return lease
+
+
+@transaction.atomic
+def lease_release(*, lease_id: int, annotator: User) -> Lease:
+    """Skip: give the item back to the queue for others (not to this annotator again)."""
+    lease = _own_lease(lease_id=lease_id, annotator=annotator)
+    now = timezone.now()
+    released = Lease.objects.filter(pk=lease.pk, released_at__isnull=True).update(
+        released_at=now, release_reason=Lease.Reason.SKIPPED
+    )
+    if not released:
+        raise Conflict(f"lease {lease_id} is no longer held", code="not_leased")
+    QueueItem.objects.filter(pk=lease.item_id).update(claimed=F("claimed") - 1)
+    lease.released_at, lease.release_reason = now, Lease.Reason.SKIPPED
+    return lease
+
+
+def leases_expire() -> int:
+    """Release every lease past its expiry and give its item back; returns how many were released."""
+    # Raw SQL takes the database's own datetime format (SQLite stores text).
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            # One statement marks and returns them: a lease submitted or heartbeaten meanwhile is not touched.
+            cursor.execute(
+                f"UPDATE {Lease._meta.db_table} SET released_at = %s, release_reason = %s "  # noqa: S608
+                "WHERE released_at IS NULL AND expires_at <= %s RETURNING item_id",
+                [now, Lease.Reason.EXPIRED, now],
+            )
+            per_item = Counter(row[0] for row in cursor.fetchall())
+        by_count: dict[int, list[int]] = {}
+        for item_id, n in sorted(per_item.items()):
+            by_count.setdefault(n, []).append(item_id)
+        for n, item_ids in by_count.items():
+            QueueItem.objects.filter(pk__in=item_ids).update(claimed=F("claimed") - n)
+    return sum(per_item.values())
+
+
+# Annotations
+
+
+def _check_result(*, project_id: int, result: Any) -> str:
+    label = result.get("label") if isinstance(result, dict) else None
+    if not isinstance(label, str) or not label:
+        raise ValidationFailed('result is {"label": CLASS}', code="invalid_result", fields={"result": "invalid"})
+    if not LabelClass.objects.filter(schema__project_id=project_id, name=label).exists():
+        raise ValidationFailed(f"unknown class {label!r}", code="unknown_class", fields={"result": "unknown class"})
+    return label
+
+
+def annotation_submit(
+    *, item_id: int, annotator: User, result: dict[str, Any], time_spent_ms: int, idempotency_key: str
+) -> Annotation:
+    """Store the annotator's answer for an item they hold a live lease on.
+
+    The same idempotency key again returns the stored annotation (a retried request stores nothing
+    new). The lease becomes a submission (the item's `claimed` is unchanged), the item is done once
+    it has its required annotations, and with one required annotation the asset takes the label.
+    """
+    previous = Annotation.objects.filter(annotator=annotator, idempotency_key=idempotency_key).first()
+    if previous is not None:
+        return _same_item(previous, item_id)
+    item = QueueItem.objects.filter(pk=item_id).first()
+    if item is None:
+        raise NotFound(f"item {item_id} not found")
+    require_role(user=annotator, project=item.project, roles=_ALL_ROLES, action="label")
+    label = _check_result(project_id=item.project_id, result=result)
+    try:
+        with transaction.atomic():
+            held = Lease.objects.filter(item_id=item_id, annotator=annotator, released_at__isnull=True).update(
+                released_at=timezone.now(), release_reason=Lease.Reason.SUBMITTED
+            )
+            if not held:
+                raise Conflict(f"you hold no lease on item {item_id}", code="not_leased")
+            annotation = Annotation.objects.create(
+                item_id=item_id,
+                annotator=annotator,
+                result={"label": label},
+                time_spent_ms=time_spent_ms,
+                idempotency_key=idempotency_key,
+                is_gold=item.is_gold,
+            )
+            QueueItem.objects.filter(pk=item_id).update(
+                submitted_count=F("submitted_count") + 1,
+                # The right-hand side sees the row before the update: done when this is the last one.
+                state=Case(
+                    When(submitted_count__gte=F("required_annotations") - 1, then=Value(QueueItem.State.DONE)),
+                    default=F("state"),
+                ),
+            )
+            if item.required_annotations == 1 and not item.is_gold:
+                # No curation service sets a label yet: one UPDATE of the asset's row.
+                ProjectAsset.objects.filter(pk=item.project_asset_id).update(label=label)
+    except IntegrityError:
+        # The same key submitted concurrently: the other request stored it.
+        previous = Annotation.objects.filter(annotator=annotator, idempotency_key=idempotency_key).first()
+        if previous is None:
+            raise
+        return _same_item(previous, item_id)
+    return annotation
+
+
+def _same_item(annotation: Annotation, item_id: int) -> Annotation:
+    if annotation.item_id != item_id:
+        raise Conflict("this idempotency key was used for another item", code="idempotency_key_reused")
+    return annotation

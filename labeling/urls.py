@@ -1,0 +1,16 @@
+from django.urls import path
+
+from labeling import apis
+
+app_name = "labeling"
+
+urlpatterns = [
+    path("projects/<str:project>/label-schema/", apis.LabelSchemaApi.as_view(), name="label-schema"),
+    path("projects/<str:project>/queue/items/", apis.QueueItemsAddApi.as_view(), name="queue-items-add"),
+    path("projects/<str:project>/queue/next/", apis.QueueNextApi.as_view(), name="queue-next"),
+    path("projects/<str:project>/queue/status/", apis.QueueStatusApi.as_view(), name="queue-status"),
+    path("labeling/leases/<int:lease_id>/image/", apis.LeaseImageApi.as_view(), name="lease-image"),
+    path("labeling/leases/<int:lease_id>/heartbeat/", apis.LeaseHeartbeatApi.as_view(), name="lease-heartbeat"),
+    path("labeling/leases/<int:lease_id>/release/", apis.LeaseReleaseApi.as_view(), name="lease-release"),
+    path("labeling/items/<int:item_id>/annotations/", apis.AnnotationSubmitApi.as_view(), name="annotation-submit"),
+]
