@@ -294,6 +294,41 @@ def project_create(state: State, name: str, description: str) -> None:
     emit(state, created, lambda: click.echo(f"project {created['name']} created (id {created['id']})"))
 
 
+# -- labelling queue ----------------------------------------------------------------------------------
+
+
+@main.group()
+def queue() -> None:
+    """The labelling queue: status."""
+
+
+@queue.command("status")
+@click.argument("ref", metavar="PROJECT")
+@json_option
+@pass_state
+def queue_status(state: State, ref: str) -> None:
+    """Items by state, live leases and submissions of a project's labelling queue."""
+    status = state.client.queue_status(ref)
+    items = status.get("items", {})
+    emit(
+        state,
+        status,
+        lambda: table(
+            ["OPEN", "DONE", "TOTAL", "LIVE LEASES", "SUBMISSIONS"],
+            [
+                [
+                    items.get("open", 0),
+                    items.get("done", 0),
+                    status.get("items_total", 0),
+                    status.get("live_leases", 0),
+                    status.get("submissions", 0),
+                ]
+            ],
+            right=[0, 1, 2, 3, 4],
+        ),
+    )
+
+
 # -- imports ------------------------------------------------------------------------------------------
 
 

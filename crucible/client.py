@@ -250,6 +250,10 @@ class Client:
     def classes(self, project: str | int) -> list[JSON]:
         return self.get(f"projects/{project}/classes/")["results"]
 
+    def queue_status(self, project: str | int) -> JSON:
+        """The labelling queue of a project: items by state, live leases, submissions."""
+        return self.get(f"projects/{project}/queue/status/")
+
     # -- datasets -------------------------------------------------------------------------------------
 
     def dataset_create(
