@@ -13,6 +13,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", views.home, name="home"),
     path("projects/<str:ref>/", views.project_page, name="project"),
+    path("projects/<str:ref>/label/", views.label_page, name="label"),
     path("datasets/<int:pk>/", views.dataset_page, name="dataset"),
     path("runs/<int:pk>/", views.run_page, name="run"),
 ]

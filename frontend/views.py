@@ -13,12 +13,15 @@ from django.contrib.auth.decorators import login_required
 from django.db.models import Count, Max
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils import timezone
 
 from crucible.core.errors import Forbidden, NotFound
 from crucible.core.models import READ_DATA_ROLES, WRITE_DATA_ROLES, Membership, Project, Role
-from crucible.core.selectors import project_get, project_list, require_read
+from crucible.core.selectors import project_get, project_list, project_role, require_read
 from curation.models import DatasetVersion, ImportJob
 from curation.selectors import project_class_counts
+from labeling.models import Annotation
+from labeling.selectors import label_schema_get
 from training.models import Epoch, TrainingRun
 
 SPLITS = ("train", "val", "test")
@@ -66,8 +69,10 @@ def home(request: HttpRequest) -> HttpResponse:
         roles = {p.pk: Role.ADMIN for p in projects}
     else:
         roles = dict(Membership.objects.filter(user=request.user).values_list("project_id", "role"))
+    # Every member may label, annotators included; only the data roles open the project page.
     rows = [
-        {"project": p, "role": roles.get(p.pk, ""), "can_open": roles.get(p.pk) in READ_DATA_ROLES} for p in projects
+        {"project": p, "role": roles.get(p.pk, ""), "can_open": roles.get(p.pk) in READ_DATA_ROLES, "can_label": True}
+        for p in projects
     ]
     return render(request, "frontend/home.html", {"rows": rows})
 
@@ -103,6 +108,40 @@ def project_page(request: HttpRequest, ref: str) -> HttpResponse:
         "resize_modes": DatasetVersion.ResizeMode.choices,
     }
     return render(request, "frontend/project.html", context)
+
+
+@console_page
+def label_page(request: HttpRequest, ref: str) -> HttpResponse:
+    """The annotator page: any member of the project; its script drives the queue through the API."""
+    project: Project = project_get(user=request.user, ref=ref)
+    role = project_role(user=request.user, project=project)
+    try:
+        _schema, classes = label_schema_get(project=project, user=request.user)
+    except NotFound:
+        classes = []
+    # Today's submissions of this annotator in this project, and the newest id among them, so the
+    # script counts only annotations stored after the page was rendered (a retried submission whose
+    # first try did reach the server is already in this count).
+    start = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+    today = Annotation.objects.filter(annotator=request.user, item__project=project, created_at__gte=start)
+    figures = today.aggregate(count=Count("pk"), last_id=Max("pk"))
+    config = {
+        "project": project.name,
+        "project_id": project.pk,
+        "user_id": request.user.pk,
+        "classes": [{"name": c.name, "key": c.key} for c in classes],
+        "today_count": figures["count"] or 0,
+        "today_last_id": figures["last_id"] or 0,
+    }
+    context = {
+        "project": project,
+        "role": role,
+        "can_open": role in READ_DATA_ROLES,
+        "classes": classes,
+        "skip_key_free": not any(c.key.lower() == "s" for c in classes),
+        "config": config,
+    }
+    return render(request, "frontend/label.html", context)
 
 
 @console_page

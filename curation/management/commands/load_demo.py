@@ -1,10 +1,15 @@
-"""Load the demo: project "demo" with 5000 MNIST digits and the dataset version "minidata".
+"""Load the demo: project "demo" with 5000 MNIST digits and the dataset version "minidata", then
+project "demo-labels" with 200 of those digits unlabelled and queued, and the demo accounts
+`annotator` and `reviewer` in both projects.
 
 Idempotent: a second run finds everything in place and does nothing. The import and the shards are
 made by the worker (queue `ingest`), as for any user; this command waits for them.
 """
 
 import gzip
+import json
+import os
+import secrets
 import time
 from pathlib import Path
 
@@ -13,14 +18,36 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from PIL import Image
 
-from crucible.core.models import Project, User
+from crucible.core.models import Membership, Project, Role, User
 from crucible.core.services import project_create
-from curation.models import DatasetVersion, ImportJob
+from curation.models import DatasetVersion, ImportJob, ProjectAsset
 from curation.services import dataset_version_create, import_start
+from labeling.models import LabelSchema
+from labeling.services import label_schema_set, queue_items_add
 
 PROJECT = "demo"
 DATASET = "minidata"
 FOLDER = "mnist-demo"
+LABEL_PROJECT = "demo-labels"
+LABEL_ITEMS = 200
+DEMO_USERS = {"annotator": Role.ANNOTATOR, "reviewer": Role.REVIEWER}
+PASSWORDS_FILE = "demo_passwords.json"
+
+
+def demo_passwords() -> dict[str, str]:
+    """The demo accounts' passwords: CRUCIBLE_DEMO_PASSWORD, or generated once and kept in the data dir."""
+    if os.environ.get("CRUCIBLE_DEMO_PASSWORD"):
+        return dict.fromkeys(DEMO_USERS, os.environ["CRUCIBLE_DEMO_PASSWORD"])
+    path = Path(settings.DATA_DIR) / PASSWORDS_FILE
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    passwords = {name: stored.get(name) or secrets.token_urlsafe(9) for name in DEMO_USERS}
+    if passwords != stored:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(passwords, f)
+        path.chmod(0o600)
+    return passwords
 
 
 def mnist_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -95,6 +122,48 @@ class Command(BaseCommand):
             raise CommandError(f"dataset {DATASET!r} failed: {version.error}")
         totals = {split: sum(counts.values()) for split, counts in version.counts.items()}
         self.stdout.write(f"dataset {DATASET!r} ready: train {totals['train']}, val {totals['val']}")
+        self._label_demo(project, user)
+
+    def _label_demo(self, demo: Project, owner: User) -> None:
+        """Project 'demo-labels': digits of the demo without their labels, queued for the demo annotator."""
+        project = Project.objects.filter(name=LABEL_PROJECT).first()
+        if project is None:
+            project = project_create(
+                name=LABEL_PROJECT, description="MNIST digits waiting for labels: try the annotator page", user=owner
+            )
+            self.stdout.write(f"created project {LABEL_PROJECT!r}")
+        if not project.assets.exists():
+            # The same stored images as the demo, referenced again with no label: nothing to import.
+            # Ordered by hash, a fixed shuffle: the demo's files are sorted by digit.
+            asset_ids = (
+                ProjectAsset.objects.filter(project=demo).order_by("asset__sha256").values_list("asset_id", flat=True)
+            )
+            ProjectAsset.objects.bulk_create(
+                [ProjectAsset(project=project, asset_id=a, label="") for a in asset_ids[:LABEL_ITEMS]],
+                ignore_conflicts=True,
+            )
+        if not LabelSchema.objects.filter(project=project).exists():
+            label_schema_set(project=project, user=owner, classes=[{"name": str(d), "key": str(d)} for d in range(10)])
+        if not project.queue_items.exists():  # queued once; what annotators did since is theirs
+            added = queue_items_add(project=project, user=owner)
+            self.stdout.write(f"{added} items of {LABEL_PROJECT!r} queued for labelling")
+
+        passwords = demo_passwords()
+        for username, role in DEMO_USERS.items():
+            account = User.objects.filter(username=username).first()
+            if account is None:
+                account = User.objects.create_user(username=username, password=passwords[username])
+            elif not account.check_password(passwords[username]):
+                account.set_password(passwords[username])
+                account.save(update_fields=["password"])
+            for p in (demo, project):
+                Membership.objects.get_or_create(project=p, user=account, defaults={"role": role})
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"demo logins: annotator {passwords['annotator']!r} (label at /projects/{LABEL_PROJECT}/label/), "
+                f"reviewer {passwords['reviewer']!r}"
+            )
+        )
 
     def _owner(self, username: str | None) -> User:
         if username:

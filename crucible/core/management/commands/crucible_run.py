@@ -5,6 +5,7 @@ again reuses the database, the files and the admin account that exist.
 """
 
 import ctypes
+import json
 import os
 import secrets
 import signal
@@ -96,8 +97,29 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(f"\nCrucible is running at {url}"))
         self.stdout.write(f"  log in as {username!r} with password {password!r}")
         self.stdout.write(f"  API docs: {url}api/v1/docs/   data: {settings.DATA_DIR}")
+        self._print_demo_logins(url)
         self.stdout.write("  press Ctrl-C to stop\n")
         self._supervise()
+
+    def _print_demo_logins(self, url: str) -> None:
+        """The demo annotator and reviewer, once load_demo has made them (it prints them too)."""
+        path = Path(settings.DATA_DIR) / "demo_passwords.json"
+        if os.environ.get("CRUCIBLE_DEMO_PASSWORD"):
+            passwords = {
+                "annotator": os.environ["CRUCIBLE_DEMO_PASSWORD"],
+                "reviewer": os.environ["CRUCIBLE_DEMO_PASSWORD"],
+            }
+        elif path.exists():
+            try:
+                passwords = json.loads(path.read_text())
+            except (OSError, ValueError):
+                return
+        else:
+            return
+        for name in ("annotator", "reviewer"):
+            if name in passwords:
+                self.stdout.write(f"  demo {name}: log in as {name!r} with password {passwords[name]!r}")
+        self.stdout.write(f"  label the demo digits at {url}projects/demo-labels/label/")
 
     def _ensure_admin(self) -> tuple[str, str]:
         username = os.environ.get("CRUCIBLE_ADMIN_USERNAME", "admin")

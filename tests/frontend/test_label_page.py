@@ -1,0 +1,69 @@
+"""The annotator page: every member of the project may open it, nobody else sees it."""
+
+import json
+
+import pytest
+
+from crucible.core.models import Project, Role
+from labeling import services
+
+CLASSES = [{"name": "cat", "key": "c"}, {"name": "dog", "key": "d"}, {"name": "bird", "key": "b"}]
+
+
+@pytest.fixture
+def schema(project, engineer):
+    return services.label_schema_set(project=project, user=engineer, classes=CLASSES)
+
+
+def config(resp) -> dict:
+    html = resp.content.decode()
+    start = html.index('<script id="label-config" type="application/json">') + len(
+        '<script id="label-config" type="application/json">'
+    )
+    return json.loads(html[start : html.index("</script>", start)])
+
+
+@pytest.mark.parametrize("role", [Role.ANNOTATOR, Role.ENGINEER, Role.REVIEWER])
+def test_label_page_renders_for_members(client, project, schema, member, role):
+    client.force_login(member(project, role, f"user-{role}"))
+    resp = client.get(f"/projects/{project.name}/label/")
+    assert resp.status_code == 200
+    html = resp.content.decode()
+    assert "frontend/js/label.js" in html
+    for cls in CLASSES:
+        assert f'data-key="{cls["key"]}"' in html and cls["name"] in html
+    assert "<kbd>Z</kbd>" not in html  # undo is not in the backend yet: no hint for it
+    cfg = config(resp)
+    assert cfg["project_id"] == project.pk and cfg["today_count"] == 0
+    assert [c["key"] for c in cfg["classes"]] == ["c", "d", "b"]
+
+
+def test_label_page_by_id_and_without_schema(client, project, annotator):
+    client.force_login(annotator)
+    resp = client.get(f"/projects/{project.pk}/label/")
+    assert resp.status_code == 200
+    assert b"has no label classes yet" in resp.content and b"label.js" not in resp.content
+
+
+def test_label_page_is_404_for_outsiders(client, project, schema, make_user):
+    client.force_login(make_user("outsider"))
+    resp = client.get(f"/projects/{project.name}/label/")
+    assert resp.status_code == 404
+    assert b"cat" not in resp.content
+
+
+def test_label_page_sends_anonymous_to_login(client, project, schema):
+    resp = client.get(f"/projects/{project.name}/label/")
+    assert resp.status_code == 302 and resp["Location"].startswith("/login/")
+
+
+def test_home_links_members_to_the_label_page(client, project, annotator, engineer):
+    Project.objects.create(name="secret")
+    client.force_login(annotator)
+    html = client.get("/").content.decode()
+    assert f'href="/projects/{project.name}/label/"' in html
+    assert 'href="/projects/secret/label/"' not in html
+    assert f'href="/projects/{project.name}/"' not in html  # annotators do not open the project page
+    client.force_login(engineer)
+    html = client.get("/").content.decode()
+    assert f'href="/projects/{project.name}/label/"' in html and f'href="/projects/{project.name}/"' in html
