@@ -118,6 +118,41 @@ class QueueItemsAddApi(APIView):
         return Response({"added": added}, status=status.HTTP_201_CREATED)
 
 
+class QueueSettingsApi(APIView):
+    """The project's queue order and lease TTL: read by any member (GET), set by engineers (PUT)."""
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "QueueSettingsInput"
+
+        # Checked by the service against the whitelist of orders, so that a bad one answers `invalid_order`.
+        order = serializers.CharField(default="sequential", max_length=32)
+        lease_ttl_seconds = serializers.IntegerField(required=False, allow_null=True, default=None)
+
+    class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "QueueSettingsOutput"
+
+        project = serializers.IntegerField()
+        order = serializers.CharField()
+        orders = serializers.ListField(child=serializers.CharField())
+        lease_ttl_seconds = serializers.IntegerField()
+        lease_ttl_default = serializers.BooleanField()
+
+    @extend_schema(responses={200: OutputSerializer})
+    def get(self, request: Request, project: str) -> Response:
+        obj = project_get(user=request.user, ref=project)
+        return Response(self.OutputSerializer(selectors.queue_settings_get(project=obj, user=request.user)).data)
+
+    @extend_schema(request=InputSerializer, responses={200: OutputSerializer})
+    def put(self, request: Request, project: str) -> Response:
+        obj = project_get(user=request.user, ref=project)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.queue_settings_set(project=obj, user=request.user, **data.validated_data)
+        return Response(self.OutputSerializer(selectors.queue_settings_get(project=obj, user=request.user)).data)
+
+
 class QueueNextApi(APIView):
     """The caller's leases in the project: the item to label first, then up to two prefetched."""
 
@@ -172,12 +207,29 @@ class LeaseHeartbeatApi(APIView):
 
 
 class LeaseReleaseApi(APIView):
-    """Skip: the item goes back to the queue for other annotators."""
+    """Skip: the item goes back to the queue for others; for the caller never (`requeue`, `drop`) or after
+    everything else (`later`)."""
 
-    @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT})
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "LeaseReleaseInput"
+
+        # Checked by the service, so that a bad mode answers its own code.
+        mode = serializers.CharField(default="requeue", max_length=16)
+
+    @extend_schema(request=InputSerializer, responses={200: OpenApiTypes.OBJECT})
     def post(self, request: Request, lease_id: int) -> Response:
-        lease = services.lease_release(lease_id=lease_id, annotator=request.user)
-        return Response({"lease": lease.pk, "item": lease.item_id, "released_at": lease.released_at})
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        lease = services.lease_release(lease_id=lease_id, annotator=request.user, mode=data.validated_data["mode"])
+        return Response(
+            {
+                "lease": lease.pk,
+                "item": lease.item_id,
+                "released_at": lease.released_at,
+                "mode": services.skip_mode(lease),
+            }
+        )
 
 
 class AnnotationSubmitApi(APIView):

@@ -12,6 +12,7 @@ import random
 
 from django.conf import settings
 from django.db import models
+from django.db.models import F
 from django.db.models.functions import Length
 from django.db.models.lookups import Exact
 
@@ -21,6 +22,17 @@ from curation.models import ProjectAsset
 
 def random_key() -> float:
     return random.random()
+
+
+class NullsLastIndex(models.Index):
+    """An index with `DESC NULLS LAST` columns. PostgreSQL needs the clause to serve such an ORDER BY;
+    SQLite already sorts NULL last in DESC and refuses the clause in an index, so it is left out there."""
+
+    def create_sql(self, model, schema_editor, using="", **kwargs):
+        statement = super().create_sql(model, schema_editor, using=using, **kwargs)
+        if schema_editor.connection.vendor != "postgresql":
+            return str(statement).replace(" NULLS LAST", "")
+        return statement
 
 
 class SchemaKind(models.TextChoices):
@@ -34,8 +46,19 @@ class ItemState(models.TextChoices):
 
 class ReleaseReason(models.TextChoices):
     SUBMITTED = "submitted", "Submitted"
-    SKIPPED = "skipped", "Skipped"
+    # Skips, by mode: requeue (for others, never me again), later (for others, and for me once nothing
+    # else is left to me), drop (never offered to me again).
+    SKIPPED = "skipped", "Skipped (requeue)"
+    SKIPPED_LATER = "skipped_later", "Skipped (later)"
+    DROPPED = "dropped", "Skipped (drop)"
     EXPIRED = "expired", "Expired"
+
+
+class QueueOrder(models.TextChoices):
+    SEQUENTIAL = "sequential", "Sequential"
+    RANDOM = "random", "Random"
+    UNCERTAINTY = "uncertainty", "Uncertainty"
+    RELABEL_FIRST = "relabel_first", "Relabel first"
 
 
 class LabelSchema(models.Model):
@@ -55,6 +78,32 @@ class LabelSchema(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} schema of project {self.project_id}"
+
+
+class QueueSettings(models.Model):
+    """How a project's queue hands out items. A project without a row uses the defaults."""
+
+    Order = QueueOrder
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="queue_settings")
+    order = models.CharField(max_length=16, choices=QueueOrder.choices, default=QueueOrder.SEQUENTIAL)
+    # Null: the server's LABELING_LEASE_TTL.
+    lease_ttl_seconds = models.PositiveIntegerField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "queue settings"
+        constraints = [
+            models.CheckConstraint(condition=models.Q(order__in=QueueOrder.values), name="queue_settings_order_valid"),
+            models.CheckConstraint(
+                condition=models.Q(lease_ttl_seconds__isnull=True)
+                | models.Q(lease_ttl_seconds__gte=30, lease_ttl_seconds__lte=86400),
+                name="queue_settings_ttl_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"queue settings of project {self.project_id} ({self.order})"
 
 
 class LabelClass(models.Model):
@@ -89,6 +138,10 @@ class QueueItem(models.Model):
     claimed = models.PositiveIntegerField(default=0)
     # Drawn once at creation so that a random order is an index scan, never ORDER BY random().
     random_key = models.FloatField(default=random_key)
+    # Written by the training side (queue_uncertainty_set): higher is less confident; null is unscored.
+    uncertainty = models.FloatField(null=True, blank=True)
+    # Sent back for relabelling (queue_items_relabel).
+    relabel = models.BooleanField(default=False)
     is_gold = models.BooleanField(default=False)
     state = models.CharField(max_length=8, choices=ItemState.choices, default=ItemState.OPEN)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -112,6 +165,25 @@ class QueueItem(models.Model):
         indexes = [
             models.Index(
                 fields=["project", "-priority", "id"], condition=models.Q(state="open"), name="queue_item_open_order"
+            ),
+            # One partial index per order, in the claim's ORDER BY (see services._ORDER_BY).
+            models.Index(
+                fields=["project", "-priority", "random_key", "id"],
+                condition=models.Q(state="open"),
+                name="queue_item_open_random",
+            ),
+            NullsLastIndex(
+                F("project"),
+                F("uncertainty").desc(nulls_last=True),
+                F("priority").desc(),
+                F("id"),
+                condition=models.Q(state="open"),
+                name="queue_item_open_uncertainty",
+            ),
+            models.Index(
+                fields=["project", "-relabel", "-priority", "id"],
+                condition=models.Q(state="open"),
+                name="queue_item_open_relabel",
             ),
             models.Index(fields=["project", "state"], name="queue_item_project_state"),
         ]

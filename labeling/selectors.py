@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Count
 
 from crucible.core.errors import NotFound
 from crucible.core.models import Project, Role, User
 from crucible.core.selectors import require_read, require_role
 from curation.models import Asset
-from labeling.models import Annotation, LabelClass, LabelSchema, Lease, QueueItem
+from labeling.models import Annotation, LabelClass, LabelSchema, Lease, QueueItem, QueueOrder, QueueSettings
 
 _ALL_ROLES = set(Role.values)
 
@@ -34,6 +35,20 @@ def queue_status(*, project: Project, user: User) -> dict[str, Any]:
         "items_total": sum(items.values()),
         "live_leases": Lease.objects.filter(item__project=project, released_at__isnull=True).count(),
         "submissions": Annotation.objects.filter(item__project=project).count(),
+    }
+
+
+def queue_settings_get(*, project: Project, user: User) -> dict[str, Any]:
+    """The project's queue order and effective lease TTL; any member reads them."""
+    require_role(user=user, project=project, roles=_ALL_ROLES, action="label")
+    row = QueueSettings.objects.filter(project=project).first()
+    ttl = row.lease_ttl_seconds if row is not None else None
+    return {
+        "project": project.pk,
+        "order": row.order if row is not None else QueueOrder.SEQUENTIAL,
+        "orders": list(QueueOrder.values),
+        "lease_ttl_seconds": int(settings.LABELING_LEASE_TTL) if ttl is None else ttl,
+        "lease_ttl_default": ttl is None,
     }
 
 

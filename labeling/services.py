@@ -6,6 +6,7 @@ then the project asset. A claim locks queue items only and inserts new lease row
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -20,7 +21,16 @@ from crucible.core.models import Project, Role, User
 from crucible.core.selectors import require_role, require_write
 from crucible.core.services import audit
 from curation.models import ProjectAsset
-from labeling.models import Annotation, LabelClass, LabelSchema, Lease, QueueItem
+from labeling.models import (
+    Annotation,
+    LabelClass,
+    LabelSchema,
+    Lease,
+    QueueItem,
+    QueueOrder,
+    QueueSettings,
+    ReleaseReason,
+)
 
 # How many live leases an annotator holds in a project: the item on screen and two prefetched.
 LEASES_PER_ANNOTATOR = 3
@@ -152,37 +162,204 @@ def _insert_items(batch: list[QueueItem]) -> int:
     return len(batch)
 
 
+@transaction.atomic
+def queue_settings_set(
+    *, project: Project, user: User, order: str = QueueOrder.SEQUENTIAL, lease_ttl_seconds: int | None = None
+) -> QueueSettings:
+    """Set the project's queue order and lease TTL (null: the server's default). Engineers and admins."""
+    require_write(user=user, project=project)
+    errors: dict[str, str] = {}
+    if order not in QueueOrder.values:
+        errors["order"] = f"one of {', '.join(QueueOrder.values)}"
+    if lease_ttl_seconds is not None and not 30 <= lease_ttl_seconds <= 86400:
+        errors["lease_ttl_seconds"] = "between 30 and 86400 seconds, or null"
+    if errors:
+        code = "invalid_order" if "order" in errors else "invalid_queue_settings"
+        raise ValidationFailed("invalid queue settings", code=code, fields=errors)
+    obj, _ = QueueSettings.objects.update_or_create(
+        project=project, defaults={"order": order, "lease_ttl_seconds": lease_ttl_seconds}
+    )
+    audit(
+        actor=user, project=project, verb="queue.settings_set", target=project.name, order=order, ttl=lease_ttl_seconds
+    )
+    return obj
+
+
+def queue_uncertainty_set(*, project: Project, scores: dict[int, float]) -> int:
+    """Store the training side's uncertainty per project asset on its open item (higher: less confident,
+    claimed first under the `uncertainty` order); returns how many items were updated. Assets without an
+    open item are ignored. No user: this is called by the training code, not through the API.
+    """
+    clean: dict[int, float] = {}
+    for asset_id, score in scores.items():
+        value = float(score)
+        if not math.isfinite(value):
+            raise ValidationFailed(
+                f"uncertainty of asset {asset_id} is not a finite number",
+                code="invalid_uncertainty",
+                fields={"scores": [asset_id]},
+            )
+        clean[int(asset_id)] = value
+    updated = 0
+    asset_ids = sorted(clean)
+    for start in range(0, len(asset_ids), 5000):
+        chunk = asset_ids[start : start + 5000]
+        with transaction.atomic():
+            items = list(
+                QueueItem.objects.filter(project=project, state=QueueItem.State.OPEN, project_asset_id__in=chunk)
+                .order_by("pk")
+                .only("pk", "project_asset_id")
+            )
+            for item in items:
+                item.uncertainty = clean[item.project_asset_id]
+            QueueItem.objects.bulk_update(items, ["uncertainty"], batch_size=1000)
+            updated += len(items)
+    return updated
+
+
+@transaction.atomic
+def queue_items_relabel(*, project: Project, user: User, project_asset_ids: list[int], reason: str) -> int:
+    """Send assets back for relabelling; returns how many items were marked.
+
+    An open item is marked `relabel`; a done item is re-opened, marked, and requires one annotation more
+    (so `claimed` stays under `required_annotations` and earlier annotators, who annotated it already,
+    are not asked again); an asset without an item gets a new one, marked.
+    """
+    require_write(user=user, project=project)
+    if not LabelSchema.objects.filter(project=project).exists():
+        raise ValidationFailed("set the project's label schema first", code="no_label_schema")
+    reason = str(reason or "").strip()
+    if not reason or len(reason) > 500:
+        raise ValidationFailed("a reason of 1 to 500 characters", code="invalid_reason", fields={"reason": "required"})
+    wanted = sorted(set(project_asset_ids))
+    found = set(ProjectAsset.objects.filter(project=project, pk__in=wanted).values_list("pk", flat=True))
+    missing = [pk for pk in wanted if pk not in found]
+    if missing:
+        raise ValidationFailed(
+            f"{len(missing)} asset id(s) are not in {project.name!r}",
+            code="unknown_asset",
+            fields={"project_asset_ids": missing[:20]},
+        )
+    items = QueueItem.objects.select_for_update().filter(project=project, project_asset_id__in=wanted).order_by("pk")
+    latest: dict[int, QueueItem] = {}
+    for item in items:
+        current = latest.get(item.project_asset_id)
+        # The open item if there is one, else the newest done one.
+        if current is None or current.state != QueueItem.State.OPEN:
+            latest[item.project_asset_id] = item
+    marked = 0
+    new: list[QueueItem] = []
+    for asset_id in wanted:
+        item = latest.get(asset_id)
+        if item is None:
+            new.append(QueueItem(project=project, project_asset_id=asset_id, relabel=True))
+            continue
+        if item.state == QueueItem.State.OPEN:
+            marked += QueueItem.objects.filter(pk=item.pk).update(relabel=True)
+        else:
+            marked += QueueItem.objects.filter(pk=item.pk, state=QueueItem.State.DONE).update(
+                relabel=True, state=QueueItem.State.OPEN, required_annotations=F("required_annotations") + 1
+            )
+    marked += _insert_items(new)
+    audit(actor=user, project=project, verb="queue.items_relabel", target=project.name, marked=marked, reason=reason)
+    return marked
+
+
 # Leases
 
+# The claim's ORDER BY per queue order: chosen from this whitelist by the project's stored order, never
+# built from request text. Each has a partial index on open items in the same column order
+# (labeling.models.QueueItem.Meta.indexes).
+_ORDER_BY = {
+    QueueOrder.SEQUENTIAL: "q.priority DESC, q.id",
+    QueueOrder.RANDOM: "q.priority DESC, q.random_key, q.id",
+    QueueOrder.UNCERTAINTY: "q.uncertainty DESC NULLS LAST, q.priority DESC, q.id",
+    QueueOrder.RELABEL_FIRST: "q.relabel DESC, q.priority DESC, q.id",
+}
+
+# One statement. `fresh` are items the annotator has not seen, in the project's order; `later` are items
+# they skipped with mode "later", taken only for the places `fresh` leaves empty. A lease of the annotator
+# that is live, or skipped with "requeue" or "drop", keeps an item from them for good; so does their
+# annotation.
 _CLAIM_SQL = """
-UPDATE {item} SET claimed = claimed + 1
-WHERE id IN (
+WITH fresh AS (
     SELECT q.id FROM {item} q
-    WHERE q.project_id = %s AND q.state = 'open' AND q.claimed < q.required_annotations
+    WHERE q.project_id = %(project)s AND q.state = 'open' AND q.claimed < q.required_annotations
       AND NOT EXISTS (
           SELECT 1 FROM {lease} l
-          WHERE l.item_id = q.id AND l.annotator_id = %s
-            AND (l.released_at IS NULL OR l.release_reason = 'skipped')
+          WHERE l.item_id = q.id AND l.annotator_id = %(annotator)s
+            AND (l.released_at IS NULL OR l.release_reason IN ('skipped', 'dropped', 'skipped_later'))
       )
-      AND NOT EXISTS (SELECT 1 FROM {annotation} a WHERE a.item_id = q.id AND a.annotator_id = %s)
-    ORDER BY q.priority DESC, q.id
-    LIMIT %s{lock}
+      AND NOT EXISTS (SELECT 1 FROM {annotation} a WHERE a.item_id = q.id AND a.annotator_id = %(annotator)s)
+    ORDER BY {order}
+    LIMIT %(n)s{lock}
+), later AS (
+    SELECT q.id FROM {item} q
+    WHERE q.project_id = %(project)s AND q.state = 'open' AND q.claimed < q.required_annotations
+      AND EXISTS (
+          SELECT 1 FROM {lease} l
+          WHERE l.item_id = q.id AND l.annotator_id = %(annotator)s AND l.release_reason = 'skipped_later'
+      )
+      AND NOT EXISTS (
+          SELECT 1 FROM {lease} l
+          WHERE l.item_id = q.id AND l.annotator_id = %(annotator)s
+            AND (l.released_at IS NULL OR l.release_reason IN ('skipped', 'dropped'))
+      )
+      AND NOT EXISTS (SELECT 1 FROM {annotation} a WHERE a.item_id = q.id AND a.annotator_id = %(annotator)s)
+    ORDER BY {order}
+    LIMIT (SELECT CASE WHEN %(n)s > c THEN %(n)s - c ELSE 0 END FROM (SELECT count(*) AS c FROM fresh) f){lock}
 )
-RETURNING id, priority
+UPDATE {item} SET claimed = claimed + 1
+WHERE id IN (SELECT id FROM fresh UNION ALL SELECT id FROM later)
+RETURNING id, priority, random_key, uncertainty, relabel
 """
 
 
-def _claim_items(*, project_id: int, annotator_id: int, n: int, skip_locked: bool) -> list[int]:
+def _sort_key(order: str, later: set[int]):
+    def key(row: tuple) -> tuple:
+        item_id, priority, rkey, uncertainty, relabel = row
+        first = item_id in later
+        if order == QueueOrder.RANDOM:
+            return (first, -priority, rkey, item_id)
+        if order == QueueOrder.UNCERTAINTY:
+            return (first, uncertainty is None, -(uncertainty or 0.0), -priority, item_id)
+        if order == QueueOrder.RELABEL_FIRST:
+            return (first, not relabel, -priority, item_id)
+        return (first, -priority, item_id)
+
+    return key
+
+
+def _claim_items(*, project_id: int, annotator_id: int, n: int, skip_locked: bool, order: str) -> list[int]:
     lock = ""
     if connection.vendor == "postgresql":
         lock = " FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE"
     sql = _CLAIM_SQL.format(
-        item=QueueItem._meta.db_table, lease=Lease._meta.db_table, annotation=Annotation._meta.db_table, lock=lock
+        item=QueueItem._meta.db_table,
+        lease=Lease._meta.db_table,
+        annotation=Annotation._meta.db_table,
+        lock=lock,
+        order=_ORDER_BY[QueueOrder(order)],
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [project_id, annotator_id, annotator_id, n])
-        # RETURNING follows no order: put them back in queue order, so lease ids follow it too.
-        return [item_id for item_id, _ in sorted(cursor.fetchall(), key=lambda row: (-row[1], row[0]))]
+        cursor.execute(sql, {"project": project_id, "annotator": annotator_id, "n": n})
+        rows = cursor.fetchall()
+    if not rows:
+        return []
+    later = set(
+        Lease.objects.filter(
+            item_id__in=[row[0] for row in rows], annotator_id=annotator_id, release_reason=Lease.Reason.SKIPPED_LATER
+        ).values_list("item_id", flat=True)
+    )
+    # RETURNING follows no order: put them back in queue order, so lease ids follow it too.
+    return [row[0] for row in sorted(rows, key=_sort_key(order, later))]
+
+
+def _queue_settings(project_id: int) -> tuple[str, int]:
+    """The project's queue order and lease TTL (seconds), defaults where it has set none."""
+    row = QueueSettings.objects.filter(project_id=project_id).values_list("order", "lease_ttl_seconds").first()
+    order, ttl = row if row is not None else (QueueOrder.SEQUENTIAL, None)
+    return order, lease_ttl_seconds() if ttl is None else ttl
 
 
 def lease_claim_next(*, project: Project, annotator: User, ttl_seconds: int | None = None) -> list[Lease]:
@@ -195,7 +372,8 @@ def lease_claim_next(*, project: Project, annotator: User, ttl_seconds: int | No
     this annotator.
     """
     require_role(user=annotator, project=project, roles=_ALL_ROLES, action="label")
-    ttl = lease_ttl_seconds() if ttl_seconds is None else ttl_seconds
+    order, project_ttl = _queue_settings(project.pk)
+    ttl = project_ttl if ttl_seconds is None else ttl_seconds
     with transaction.atomic():
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
@@ -209,11 +387,13 @@ def lease_claim_next(*, project: Project, annotator: User, ttl_seconds: int | No
         wanted = LEASES_PER_ANNOTATOR - len(held)
         if wanted <= 0:
             return held
-        ids = _claim_items(project_id=project.pk, annotator_id=annotator.pk, n=wanted, skip_locked=True)
+        ids = _claim_items(project_id=project.pk, annotator_id=annotator.pk, n=wanted, skip_locked=True, order=order)
         if not ids and not held and connection.vendor == "postgresql":
             # Every candidate was locked by a concurrent claim: wait for them rather than answer
             # "no items" while items remain.
-            ids = _claim_items(project_id=project.pk, annotator_id=annotator.pk, n=wanted, skip_locked=False)
+            ids = _claim_items(
+                project_id=project.pk, annotator_id=annotator.pk, n=wanted, skip_locked=False, order=order
+            )
         if ids:
             Lease.objects.bulk_create(Lease(item_id=i, annotator=annotator, expires_at=expires) for i in ids)
             new = Lease.objects.filter(item_id__in=ids, annotator=annotator, released_at__isnull=True)
@@ -231,7 +411,7 @@ def _own_lease(*, lease_id: int, annotator: User) -> Lease:
 def lease_heartbeat(*, lease_id: int, annotator: User, ttl_seconds: int | None = None) -> Lease:
     """Extend a live lease of the annotator by the lease TTL; 409 `not_leased` once it is released."""
     lease = _own_lease(lease_id=lease_id, annotator=annotator)
-    ttl = lease_ttl_seconds() if ttl_seconds is None else ttl_seconds
+    ttl = _queue_settings(lease.item.project_id)[1] if ttl_seconds is None else ttl_seconds
     expires = timezone.now() + timedelta(seconds=ttl)
     if not Lease.objects.filter(pk=lease.pk, released_at__isnull=True).update(expires_at=expires):
         raise Conflict(f"lease {lease_id} is no longer held", code="not_leased")
@@ -239,18 +419,41 @@ def lease_heartbeat(*, lease_id: int, annotator: User, ttl_seconds: int | None =
     return lease
 
 
+SKIP_MODES = {
+    "requeue": ReleaseReason.SKIPPED,
+    "later": ReleaseReason.SKIPPED_LATER,
+    "drop": ReleaseReason.DROPPED,
+}
+_MODE_OF_REASON = {reason: mode for mode, reason in SKIP_MODES.items()}
+
+
+def skip_mode(lease: Lease) -> str | None:
+    """The skip mode a released lease records ("requeue", "later", "drop"), None for other releases."""
+    return _MODE_OF_REASON.get(lease.release_reason)
+
+
 @transaction.atomic
-def lease_release(*, lease_id: int, annotator: User) -> Lease:
-    """Skip: give the item back to the queue for others (not to this annotator again)."""
+def lease_release(*, lease_id: int, annotator: User, mode: str = "requeue") -> Lease:
+    """Skip. The item goes back to the queue for others in every mode; for the annotator:
+    `requeue` never again, `later` once nothing else is left to them, `drop` never again.
+    The mode is recorded as the lease's release reason.
+    """
+    reason = SKIP_MODES.get(mode)
+    if reason is None:
+        raise ValidationFailed(
+            f"unknown skip mode {mode!r}; one of {', '.join(SKIP_MODES)}",
+            code="invalid_skip_mode",
+            fields={"mode": f"one of {', '.join(SKIP_MODES)}"},
+        )
     lease = _own_lease(lease_id=lease_id, annotator=annotator)
     now = timezone.now()
     released = Lease.objects.filter(pk=lease.pk, released_at__isnull=True).update(
-        released_at=now, release_reason=Lease.Reason.SKIPPED
+        released_at=now, release_reason=reason
     )
     if not released:
         raise Conflict(f"lease {lease_id} is no longer held", code="not_leased")
     QueueItem.objects.filter(pk=lease.item_id).update(claimed=F("claimed") - 1)
-    lease.released_at, lease.release_reason = now, Lease.Reason.SKIPPED
+    lease.released_at, lease.release_reason = now, reason
     return lease
 
 

@@ -7,6 +7,7 @@ app_name = "labeling"
 urlpatterns = [
     path("projects/<str:project>/label-schema/", apis.LabelSchemaApi.as_view(), name="label-schema"),
     path("projects/<str:project>/queue/items/", apis.QueueItemsAddApi.as_view(), name="queue-items-add"),
+    path("projects/<str:project>/queue/settings/", apis.QueueSettingsApi.as_view(), name="queue-settings"),
     path("projects/<str:project>/queue/next/", apis.QueueNextApi.as_view(), name="queue-next"),
     path("projects/<str:project>/queue/status/", apis.QueueStatusApi.as_view(), name="queue-status"),
     path("labeling/leases/<int:lease_id>/image/", apis.LeaseImageApi.as_view(), name="lease-image"),

@@ -23,9 +23,10 @@ ITEMS = 300
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("required", [1, 2])
-def test_sixteen_annotators_claim_and_submit_without_duplicates(transactional_db, project, engineer, required):
+@pytest.mark.parametrize(("required", "order"), [(1, "sequential"), (2, "sequential"), (1, "random")])
+def test_sixteen_annotators_claim_and_submit_without_duplicates(transactional_db, project, engineer, required, order):
     services.label_schema_set(project=project, user=engineer, classes=CLASSES)
+    services.queue_settings_set(project=project, user=engineer, order=order)
     add_assets(project, ITEMS)
     assert services.queue_items_add(project=project, user=engineer, required_annotations=required) == ITEMS
     annotators = []
