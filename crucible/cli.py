@@ -427,7 +427,7 @@ def stop_watching(hint: str) -> NoReturn:
 
 @main.group()
 def dataset() -> None:
-    """Dataset versions: create, list, show."""
+    """Dataset versions: create, list, show, diff."""
 
 
 @dataset.command("create")
@@ -447,17 +447,35 @@ def dataset() -> None:
 @click.option("--min-per-class", type=int, help="Leave out classes with fewer images.")
 @click.option("--max-per-class", type=int, help="Take at most this many images of a class.")
 @click.option("--seed", "split_seed", type=int, help="Split seed (random and recorded when left out).")
+@click.option(
+    "--parent",
+    metavar="DATASET",
+    help="The version this one follows (PROJECT/NAME or id).",
+)
 @click.option("--wait", is_flag=True, help="Wait until the dataset is ready, then show it.")
 @json_option
 @pass_state
 def dataset_create(
-    state: State, project: str, grayscale: bool | None, size: tuple[int, int], wait: bool, **spec: Any
+    state: State,
+    project: str,
+    grayscale: bool | None,
+    size: tuple[int, int],
+    wait: bool,
+    parent: str | None,
+    **spec: Any,
 ) -> None:
     """Freeze a dataset version of PROJECT's labelled images."""
     if grayscale is None:
         raise click.UsageError("choose --grayscale or --color")
+    parent_id = state.client.resolve_dataset(parent)["id"] if parent else None
     created = state.client.dataset_create(
-        project, channels=1 if grayscale else 3, width=size[0], height=size[1], resize_mode=spec.pop("resize"), **spec
+        project,
+        channels=1 if grayscale else 3,
+        width=size[0],
+        height=size[1],
+        resize_mode=spec.pop("resize"),
+        parent=parent_id,
+        **spec,
     )
     if not state.json:
         click.echo(f"dataset {label(created)} (id {created['id']}) {created['status']}")
@@ -527,6 +545,49 @@ def dataset_print(ds: JSON) -> None:
     sums = [sum((counts.get(s) or {}).values()) for s in splits]
     rows.append(["total", *sums, sum(sums), ""])
     table(["CLASS", *[s.upper() for s in splits], "ALL", ""], rows, right=range(1, len(splits) + 2))
+
+
+@dataset.command("diff")
+@click.argument("a", metavar="A", callback=ref_arg("dataset"))
+@click.argument("b", metavar="B", callback=ref_arg("dataset"))
+@click.option("--limit", type=click.IntRange(0, 10_000), default=200, show_default=True, help="Items listed per kind.")
+@click.option("--show", type=click.IntRange(0), default=10, show_default=True, help="Items printed per kind.")
+@json_option
+@pass_state
+def dataset_diff(state: State, a: str, b: str, limit: int, show: int) -> None:
+    """What changed from dataset version A to B (PROJECT/NAME or ids): added, removed, relabelled, moved."""
+    first, second = state.client.resolve_dataset(a), state.client.resolve_dataset(b)
+    diff = state.client.dataset_diff(first["id"], second["id"], limit=limit)
+    emit(state, diff, lambda: dataset_diff_print(diff, label(first), label(second), show))
+
+
+def dataset_diff_print(diff: JSON, a_name: str, b_name: str, show: int) -> None:
+    s = diff["summary"]
+    click.echo(
+        f"{a_name} -> {b_name}: {s['added']} added, {s['removed']} removed, {s['relabelled']} relabelled, "
+        f"{s['moved']} moved split, {s['unchanged']} unchanged"
+    )
+    for change in diff.get("spec_changed") or []:
+        click.echo(f"spec: {change['field']} {change['a']} -> {change['b']}")
+    classes = [c for c in diff.get("classes") or [] if any(v for k, v in c.items() if k != "label")]
+    if classes:
+        click.echo("")
+        rows = [
+            [c["label"], c["added"], c["removed"], c["relabelled_in"], c["relabelled_out"], c["moved"], c["unchanged"]]
+            for c in classes
+        ]
+        table(["CLASS", "ADDED", "REMOVED", "RELABELLED IN", "RELABELLED OUT", "MOVED", "UNCHANGED"], rows, range(1, 7))
+    for kind, items in (diff.get("items") or {}).items():
+        if not items or not show:
+            continue
+        click.echo("")
+        click.echo(f"{kind} ({s.get(kind, len(items))}):")
+        for item in items[:show]:
+            old = f"{item['old_label']} ({item['old_split']})" if item.get("old_label") is not None else "-"
+            new = f"{item['new_label']} ({item['new_split']})" if item.get("new_label") is not None else "-"
+            click.echo(f"  {item['sha256'][:12]}  {old} -> {new}")
+        if s.get(kind, 0) > min(show, len(items)):
+            click.echo(f"  ... and {s[kind] - min(show, len(items))} more (see --json, --limit)")
 
 
 @dataset.command("list")

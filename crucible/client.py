@@ -270,6 +270,7 @@ class Client:
         min_per_class: int | None = None,
         max_per_class: int | None = None,
         split_seed: int | None = None,
+        parent: int | None = None,
     ) -> JSON:
         """Create a dataset version; it answers at once with status `materializing`."""
         body = {
@@ -283,6 +284,7 @@ class Client:
             "min_per_class": min_per_class,
             "max_per_class": max_per_class,
             "split_seed": split_seed,
+            "parent": parent,
         }
         required = {"name", "channels", "width", "height", "resize_mode"}
         return self.post(
@@ -297,6 +299,10 @@ class Client:
 
     def gallery(self, dataset_id: int, *, split: str = "train", per_class: int = 8) -> JSON:
         return self.get(f"datasets/{dataset_id}/gallery/", split=split, per_class=per_class)
+
+    def dataset_diff(self, a: int, b: int, *, limit: int = 200) -> JSON:
+        """Label-level differences from dataset version `a` to `b` (ids) of one project."""
+        return self.get(f"datasets/{a}/diff/{b}/", limit=limit)
 
     def resolve_dataset(self, ref: str | int) -> JSON:
         """A dataset by id or `PROJECT/NAME`."""

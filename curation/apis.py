@@ -41,6 +41,7 @@ class ImportJobOutputSerializer(serializers.ModelSerializer):
 class DatasetOutputSerializer(serializers.ModelSerializer):
     project = serializers.IntegerField(source="project_id")
     project_name = serializers.CharField(source="project.name")
+    parent = serializers.IntegerField(source="parent_id", allow_null=True)
     totals = serializers.SerializerMethodField()
 
     class Meta:
@@ -50,6 +51,7 @@ class DatasetOutputSerializer(serializers.ModelSerializer):
             "project",
             "project_name",
             "name",
+            "parent",
             "channels",
             "width",
             "height",
@@ -157,6 +159,9 @@ class DatasetListApi(APIView):
         min_per_class = serializers.IntegerField(required=False, allow_null=True, default=None)
         max_per_class = serializers.IntegerField(required=False, allow_null=True, default=None)
         split_seed = serializers.IntegerField(required=False, allow_null=True, default=None)
+        parent = serializers.IntegerField(
+            required=False, allow_null=True, default=None, help_text="id of the version this one follows"
+        )
 
     @extend_schema(
         parameters=[OpenApiParameter("name", str, description="only the version with this name")],
@@ -216,3 +221,21 @@ class DatasetGalleryApi(APIView):
                 }
             }
         )
+
+
+class DatasetDiffApi(APIView):
+    """Label-level differences from dataset version `a` to version `b` of the same project."""
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "DatasetDiffInput"
+
+        limit = serializers.IntegerField(min_value=0, max_value=10_000, default=200)
+
+    @extend_schema(parameters=[InputSerializer], responses={200: OpenApiTypes.OBJECT})
+    def get(self, request: Request, version_id: int, other_id: int) -> Response:
+        query = self.InputSerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        a = selectors.dataset_version_get(user=request.user, ref=version_id)
+        b = selectors.dataset_version_get(user=request.user, ref=other_id)
+        return Response(selectors.dataset_version_diff(user=request.user, a=a, b=b, **query.validated_data))

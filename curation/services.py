@@ -810,8 +810,11 @@ def dataset_version_create(
     min_per_class: int | None = None,
     max_per_class: int | None = None,
     split_seed: int | None = None,
+    parent: DatasetVersion | int | None = None,
 ) -> DatasetVersion:
     """Freeze the project's labelled assets into a dataset version and queue its shards.
+
+    `parent` (a version of the same project, or its id) is recorded as the version this one follows.
 
     Each asset's split comes from a hash of (split_seed, asset sha256), so it depends on nothing
     else; the seed is chosen at random when not given and is always recorded.
@@ -829,6 +832,15 @@ def dataset_version_create(
         max_per_class=max_per_class,
         split_seed=split_seed,
     )
+    if parent is not None:
+        parent_id = parent.pk if isinstance(parent, DatasetVersion) else parent
+        parent = DatasetVersion.objects.filter(project=project, pk=parent_id).first()
+        if parent is None:
+            raise ValidationFailed(
+                f"parent dataset {parent_id} is not a version of {project.name!r}",
+                code="invalid_parent",
+                fields={"parent": "not in this project"},
+            )
     if DatasetVersion.objects.filter(project=project, name=name).exists():
         raise Conflict(
             f"a dataset named {name!r} already exists in {project.name!r}",
@@ -888,6 +900,7 @@ def dataset_version_create(
             version = DatasetVersion.objects.create(
                 project=project,
                 name=name,
+                parent=parent,
                 channels=channels,
                 width=width,
                 height=height,

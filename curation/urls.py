@@ -12,4 +12,5 @@ urlpatterns = [
     path("projects/<str:project>/datasets/", apis.DatasetListApi.as_view(), name="dataset-list"),
     path("datasets/<int:version_id>/", apis.DatasetDetailApi.as_view(), name="dataset-detail"),
     path("datasets/<int:version_id>/gallery/", apis.DatasetGalleryApi.as_view(), name="dataset-gallery"),
+    path("datasets/<int:version_id>/diff/<int:other_id>/", apis.DatasetDiffApi.as_view(), name="dataset-diff"),
 ]

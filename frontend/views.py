@@ -167,8 +167,14 @@ def dataset_page(request: HttpRequest, pk: int) -> HttpResponse:
         "class_names": dataset.class_names,
         "counts": {split: (dataset.counts or {}).get(split, {}) for split in SPLITS},
     }
+    # The project's other versions, to compare this one with (its parent first when it has one).
+    others = list(
+        DatasetVersion.objects.filter(project=dataset.project).exclude(pk=dataset.pk).order_by("-created_at", "-pk")
+    )
+    others.sort(key=lambda v: v.pk != dataset.parent_id)
     context = {
         "dataset": dataset,
+        "others": others,
         "project": dataset.project,
         "role": role,
         "can_write": role in WRITE_DATA_ROLES,

@@ -1,5 +1,6 @@
 // Dataset page: images per class for each split, a gallery per class, the status while the
-// shards are written, and the form that starts a training run.
+// shards are written, the comparison with another version of the project, and the form that
+// starts a training run.
 import { api, busy, clearError, formValues, h, poll, showError } from "./api.js";
 import { COLORS, chartLib } from "./charts.js";
 
@@ -53,6 +54,41 @@ async function loadGallery() {
     }
   } catch (err) {
     container.replaceChildren();
+    showError(errorBox, err);
+  }
+}
+
+async function loadDiff() {
+  const select = document.getElementById("diff-other");
+  const result = document.getElementById("diff-result");
+  const errorBox = document.getElementById("diff-error");
+  clearError(errorBox);
+  result.replaceChildren();
+  if (!select.value) return;
+  result.append(h("p", { class: "muted" }, "Loading…"));
+  try {
+    // From the chosen version (a) to this one (b).
+    const diff = await api(`/api/v1/datasets/${encodeURIComponent(select.value)}/diff/${datasetId}/?limit=20`);
+    const s = diff.summary;
+    const nodes = [
+      h("p", { id: "diff-summary" },
+        `${s.added} added, ${s.removed} removed, ${s.relabelled} relabelled, ${s.moved} moved split, ${s.unchanged} unchanged`),
+    ];
+    for (const change of diff.spec_changed || []) {
+      nodes.push(h("p", { class: "note" }, `Spec: ${change.field} ${change.a} → ${change.b}`));
+    }
+    const fields = ["added", "removed", "relabelled_in", "relabelled_out", "moved", "unchanged"];
+    const classes = (diff.classes || []).filter((c) => fields.some((f) => c[f]));
+    if (classes.length) {
+      nodes.push(
+        h("table", { class: "grid", id: "diff-table" },
+          h("thead", {}, h("tr", {}, ["Class", "Added", "Removed", "Relabelled in", "Relabelled out", "Moved", "Unchanged"].map((t) => h("th", {}, t)))),
+          h("tbody", {}, classes.map((c) => h("tr", {}, h("td", {}, c.label), fields.map((f) => h("td", { class: "num" }, String(c[f]))))))),
+      );
+    }
+    result.replaceChildren(...nodes);
+  } catch (err) {
+    result.replaceChildren();
     showError(errorBox, err);
   }
 }
@@ -117,5 +153,7 @@ function setupRunForm() {
 drawHistograms();
 document.getElementById("gallery-split").addEventListener("change", loadGallery);
 loadGallery();
+const diffSelect = document.getElementById("diff-other");
+if (diffSelect) diffSelect.addEventListener("change", loadDiff);
 followStatus();
 setupRunForm();
