@@ -25,6 +25,7 @@ from tqdm import tqdm
 from crucible import __version__
 from crucible.client import (
     DATASET_FINISHED,
+    EXPORT_FINISHED,
     IMPORT_FINISHED,
     JSON,
     RUN_FINISHED,
@@ -327,6 +328,64 @@ def queue_status(state: State, ref: str) -> None:
             right=[0, 1, 2, 3, 4],
         ),
     )
+
+
+# -- labels -------------------------------------------------------------------------------------------
+
+
+@main.group()
+def labels() -> None:
+    """A project's labels: export."""
+
+
+@labels.command("export")
+@click.argument("project")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "csv", "folder"]),
+    required=True,
+    help="jsonl, csv or folder (a zip).",
+)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=True, writable=True), help="File to write.")
+@json_option
+@pass_state
+def labels_export(state: State, project: str, fmt: str, output: str) -> None:
+    """Export PROJECT's labels on the server, wait for it, and download the file to -o."""
+    client = state.client
+    job = wait_export(state, client.labels_export(project, fmt))
+    if job["status"] != "done":
+        raise Failure(f"export {job['id']} failed: {job.get('error') or 'no reason given'}")
+    path = client.export_download(job["id"], output)
+    out = {**job, "path": str(path), "bytes": path.stat().st_size}
+    emit(
+        state,
+        out,
+        lambda: click.echo(f"saved {path} ({out['bytes']} bytes, {job['rows']} labelled images, {fmt})"),
+    )
+
+
+def wait_export(state: State, job: JSON) -> JSON:
+    client, interval = state.client, poll_interval()
+    spinner = tqdm(
+        total=None,
+        desc=f"export {job['id']} {job['status']}",
+        bar_format="{desc} {n_fmt} rows [{elapsed}]",
+        disable=state.json,
+    )
+    try:
+        while job["status"] not in EXPORT_FINISHED:
+            time.sleep(interval)
+            job = client.export_get(job["id"])
+            spinner.set_description(f"export {job['id']} {job['status']}")
+            spinner.n = job.get("rows") or 0
+            spinner.refresh()
+    except KeyboardInterrupt:
+        spinner.close()
+        stop_watching(f"export {job['id']} is still being written on the server")
+    finally:
+        spinner.close()
+    return job
 
 
 # -- imports ------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ JSON = dict[str, Any]
 IMPORT_FINISHED = frozenset({"done", "failed"})
 DATASET_FINISHED = frozenset({"ready", "failed"})
 RUN_FINISHED = frozenset({"done", "failed", "aborted"})
+EXPORT_FINISHED = frozenset({"done", "failed"})
 
 
 class ApiError(Exception):
@@ -253,6 +254,44 @@ class Client:
     def queue_status(self, project: str | int) -> JSON:
         """The labelling queue of a project: items by state, live leases, submissions."""
         return self.get(f"projects/{project}/queue/status/")
+
+    # -- label exports --------------------------------------------------------------------------------
+
+    def labels_export(self, project: str | int, format: str) -> JSON:
+        """Start an export of the project's labels (`jsonl`, `csv` or `folder`); -> the queued job."""
+        return self.post(f"projects/{project}/exports/", {"format": format})
+
+    def export_get(self, job_id: int) -> JSON:
+        return self.get(f"labeling/exports/{job_id}/")
+
+    def export_download(
+        self,
+        job_id: int,
+        path: str | os.PathLike[str],
+        *,
+        on_chunk: Callable[[int], None] | None = None,
+    ) -> Path:
+        """Stream a finished export's file to `path` (through a `.part` file renamed at the end)."""
+        target = Path(path)
+        with self.request("GET", f"labeling/exports/{job_id}/file/", stream=True) as resp:
+            if target.is_dir():
+                name = _attachment_name(resp.headers.get("Content-Disposition", "")) or f"export{job_id}"
+                target = target / name
+            part = target.with_name(target.name + ".part")
+            try:
+                with part.open("wb") as out:
+                    for chunk in resp.iter_content(chunk_size=1 << 16):
+                        out.write(chunk)
+                        if on_chunk:
+                            on_chunk(len(chunk))
+            except requests.RequestException as exc:
+                part.unlink(missing_ok=True)
+                raise ApiError(0, "connection", f"the download from {self.url} broke off ({_reason(exc)})") from exc
+            except BaseException:
+                part.unlink(missing_ok=True)
+                raise
+            part.replace(target)
+            return target
 
     # -- datasets -------------------------------------------------------------------------------------
 

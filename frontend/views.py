@@ -20,8 +20,9 @@ from crucible.core.models import READ_DATA_ROLES, WRITE_DATA_ROLES, Membership, 
 from crucible.core.selectors import project_get, project_list, project_role, require_read
 from curation.models import DatasetVersion, ImportJob
 from curation.selectors import project_class_counts
+from labeling import stats
 from labeling.models import Annotation
-from labeling.selectors import label_schema_get
+from labeling.selectors import label_schema_get, queue_settings_get
 from training.models import Epoch, TrainingRun
 
 SPLITS = ("train", "val", "test")
@@ -142,6 +143,32 @@ def label_page(request: HttpRequest, ref: str) -> HttpResponse:
         "config": config,
     }
     return render(request, "frontend/label.html", context)
+
+
+@console_page
+def queue_page(request: HttpRequest, ref: str) -> HttpResponse:
+    """The queue console: state, throughput, annotators and settings (engineers, admins, reviewers)."""
+    project: Project = project_get(user=request.user, ref=ref)
+    role = require_read(user=request.user, project=project)
+    queue = stats.queue_stats(project=project)
+    throughput = stats.throughput_by_hour(project=project, hours=24)
+    annotators = stats.annotator_table(project=project)
+    queue_settings = queue_settings_get(project=project, user=request.user)
+    chart = {
+        "hours": [row["hour"].isoformat() for row in throughput],
+        "submissions": [row["submissions"] for row in throughput],
+    }
+    context = {
+        "project": project,
+        "role": role,
+        "can_write": role in WRITE_DATA_ROLES,
+        "queue": queue,
+        "throughput_total": sum(chart["submissions"]),
+        "annotators": annotators,
+        "queue_settings": queue_settings,
+        "chart": chart,
+    }
+    return render(request, "frontend/queue.html", context)
 
 
 @console_page

@@ -1,4 +1,7 @@
-from django.http import HttpResponse
+import posixpath
+
+from django.core.files.storage import default_storage
+from django.http import FileResponse, HttpResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
@@ -7,11 +10,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from crucible.core.errors import NotFound
+from crucible.core.errors import Conflict, NotFound
 from crucible.core.selectors import project_get
 from curation.selectors import AssetUnreadable, asset_read_bytes
-from labeling import selectors, services
-from labeling.models import Annotation, Lease
+from labeling import exports, selectors, services
+from labeling.models import Annotation, ExportJob, Lease
 
 _CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "BMP": "image/bmp", "PPM": "image/x-portable-anymap"}
 
@@ -247,3 +250,76 @@ class AnnotationSubmitApi(APIView):
         data.is_valid(raise_exception=True)
         annotation = services.annotation_submit(item_id=item_id, annotator=request.user, **data.validated_data)
         return Response(AnnotationOutputSerializer(annotation).data, status=status.HTTP_201_CREATED)
+
+
+class ExportJobOutputSerializer(serializers.ModelSerializer):
+    project = serializers.IntegerField(source="project_id")
+    project_name = serializers.CharField(source="project.name")
+    file_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ExportJob
+        fields = [
+            "id",
+            "project",
+            "project_name",
+            "format",
+            "status",
+            "rows",
+            "error",
+            "file_url",
+            "created_at",
+            "finished_at",
+        ]
+
+    def get_file_url(self, obj: ExportJob) -> str | None:
+        if obj.status != ExportJob.Status.DONE:
+            return None
+        return reverse("labeling:export-file", kwargs={"job_id": obj.pk})
+
+
+class LabelsExportApi(APIView):
+    """Start an export of the project's labels (engineers, reviewers, admins): 202 and the queued job."""
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "LabelsExportInput"
+
+        # Checked by the service, so that a bad format answers `unknown_format`.
+        format = serializers.CharField(max_length=32)
+
+    @extend_schema(request=InputSerializer, responses={202: ExportJobOutputSerializer})
+    def post(self, request: Request, project: str) -> Response:
+        obj = project_get(user=request.user, ref=project)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        job = exports.labels_export_start(project=obj, user=request.user, format=data.validated_data["format"])
+        job.refresh_from_db()  # an eager task has already run
+        return Response(ExportJobOutputSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ExportJobApi(APIView):
+    @extend_schema(responses={200: ExportJobOutputSerializer})
+    def get(self, request: Request, job_id: int) -> Response:
+        job = exports.export_job_get(user=request.user, job_id=job_id)
+        return Response(ExportJobOutputSerializer(job).data)
+
+
+class ExportFileApi(APIView):
+    """The exported file, streamed; 409 `export_not_ready` until the job is done."""
+
+    @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+    def get(self, request: Request, job_id: int) -> FileResponse:
+        job = exports.export_job_get(user=request.user, job_id=job_id)
+        if job.status != ExportJob.Status.DONE:
+            raise Conflict(f"export {job.pk} is {job.status}, not done", code="export_not_ready")
+        try:
+            fh = default_storage.open(job.file_name, "rb")
+        except OSError:
+            raise NotFound(f"the file of export {job.pk} is missing from storage") from None
+        return FileResponse(
+            fh,
+            as_attachment=True,
+            filename=posixpath.basename(job.file_name),
+            content_type=exports.CONTENT_TYPES[job.format],
+        )

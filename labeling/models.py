@@ -246,3 +246,43 @@ class Annotation(models.Model):
 
     def __str__(self) -> str:
         return f"annotation {self.pk} of item {self.item_id}"
+
+
+class ExportFormat(models.TextChoices):
+    JSONL = "jsonl", "JSON lines"
+    CSV = "csv", "CSV"
+    FOLDER = "folder", "ImageFolder zip"
+
+
+class ExportStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class ExportJob(models.Model):
+    """An export of a project's labels to a file in storage, written by the task `labeling.labels_export`."""
+
+    Format = ExportFormat
+    Status = ExportStatus
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="export_jobs")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    format = models.CharField(max_length=16, choices=ExportFormat.choices)
+    status = models.CharField(max_length=16, choices=ExportStatus.choices, default=ExportStatus.QUEUED)
+    rows = models.PositiveIntegerField(default=0)  # assets written so far
+    file_name = models.CharField(max_length=300, blank=True, default="")  # the storage name once done
+    error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(format__in=ExportFormat.values), name="export_job_format_valid"),
+            models.CheckConstraint(condition=models.Q(status__in=ExportStatus.values), name="export_job_status_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.format} export {self.pk} of project {self.project_id} ({self.status})"

@@ -2,10 +2,16 @@
 
 from celery import shared_task
 
-from labeling import services
+from labeling import exports, services
 
 
 @shared_task(name="labeling.leases_expire", time_limit=300, soft_time_limit=240)
 def leases_expire() -> int:
     # Safe to run twice or concurrently: one UPDATE marks and returns only leases still live.
     return services.leases_expire()
+
+
+@shared_task(name="labeling.labels_export", acks_late=True, time_limit=6 * 3600, soft_time_limit=6 * 3600 - 60)
+def labels_export(*, job_id: int) -> None:
+    # Safe to deliver twice: a finished job is skipped; a running one writes its file again from the start.
+    exports.labels_export_run(job_id=job_id)

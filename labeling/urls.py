@@ -14,4 +14,7 @@ urlpatterns = [
     path("labeling/leases/<int:lease_id>/heartbeat/", apis.LeaseHeartbeatApi.as_view(), name="lease-heartbeat"),
     path("labeling/leases/<int:lease_id>/release/", apis.LeaseReleaseApi.as_view(), name="lease-release"),
     path("labeling/items/<int:item_id>/annotations/", apis.AnnotationSubmitApi.as_view(), name="annotation-submit"),
+    path("projects/<str:project>/exports/", apis.LabelsExportApi.as_view(), name="labels-export"),
+    path("labeling/exports/<int:job_id>/", apis.ExportJobApi.as_view(), name="export-get"),
+    path("labeling/exports/<int:job_id>/file/", apis.ExportFileApi.as_view(), name="export-file"),
 ]

@@ -1,6 +1,8 @@
 """Small display filters of the console: numbers as people read them."""
 
 from django import template
+from django.utils import timezone
+from django.utils.timesince import timesince
 
 register = template.Library()
 
@@ -34,3 +36,13 @@ def duration(seconds: float | None) -> str:
     if minutes:
         return f"{minutes}m {secs:02d}s"
     return f"{secs}s"
+
+
+@register.filter
+def ago(value) -> str:
+    """A past moment as '3 hours ago', or 'just now' under a minute; None -> '—'."""
+    if value is None:
+        return "—"
+    if (timezone.now() - value).total_seconds() < 60:
+        return "just now"
+    return f"{timesince(value)} ago"
