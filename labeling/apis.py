@@ -252,6 +252,35 @@ class AnnotationSubmitApi(APIView):
         return Response(AnnotationOutputSerializer(annotation).data, status=status.HTTP_201_CREATED)
 
 
+class ItemHistoryApi(APIView):
+    """An item's state, consensus, annotations and leases in time order (engineers, reviewers, admins)."""
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request: Request, item_id: int) -> Response:
+        return Response(selectors.item_history(item_id=item_id, user=request.user))
+
+
+class QueueDisagreementsApi(APIView):
+    """Done items whose annotations reached no majority, with their votes; keyset pages by item id."""
+
+    class FilterSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "QueueDisagreementsFilter"
+
+        after = serializers.IntegerField(default=0, min_value=0)
+        limit = serializers.IntegerField(
+            default=selectors.DISAGREEMENTS_LIMIT_DEFAULT, min_value=1, max_value=selectors.DISAGREEMENTS_LIMIT_MAX
+        )
+
+    @extend_schema(parameters=[FilterSerializer], responses={200: OpenApiTypes.OBJECT})
+    def get(self, request: Request, project: str) -> Response:
+        obj = project_get(user=request.user, ref=project)
+        params = self.FilterSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        results, next_after = selectors.queue_disagreements(project=obj, user=request.user, **params.validated_data)
+        return Response({"results": results, "next_after": next_after})
+
+
 class ExportJobOutputSerializer(serializers.ModelSerializer):
     project = serializers.IntegerField(source="project_id")
     project_name = serializers.CharField(source="project.name")

@@ -12,6 +12,7 @@ import random
 
 from django.conf import settings
 from django.db import models
+from django.db.backends.ddl_references import Statement
 from django.db.models import F
 from django.db.models.functions import Length
 from django.db.models.lookups import Exact
@@ -31,8 +32,14 @@ class NullsLastIndex(models.Index):
     def create_sql(self, model, schema_editor, using="", **kwargs):
         statement = super().create_sql(model, schema_editor, using=using, **kwargs)
         if schema_editor.connection.vendor != "postgresql":
-            return str(statement).replace(" NULLS LAST", "")
+            # Still a Statement, so that SQLite's table remake can rename the table it references.
+            statement.__class__ = _WithoutNullsLast
         return statement
+
+
+class _WithoutNullsLast(Statement):
+    def __str__(self) -> str:
+        return super().__str__().replace(" NULLS LAST", "")
 
 
 class SchemaKind(models.TextChoices):
@@ -144,6 +151,10 @@ class QueueItem(models.Model):
     relabel = models.BooleanField(default=False)
     is_gold = models.BooleanField(default=False)
     state = models.CharField(max_length=8, choices=ItemState.choices, default=ItemState.OPEN)
+    # Decided when the item is done (services.annotation_submit): the strict majority of its annotations'
+    # labels, or null with `needs_review` when no label has one.
+    consensus_label = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001 (null: undecided)
+    needs_review = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -186,6 +197,10 @@ class QueueItem(models.Model):
                 name="queue_item_open_relabel",
             ),
             models.Index(fields=["project", "state"], name="queue_item_project_state"),
+            # The disagreements listing: items needing review, by id.
+            models.Index(
+                fields=["project", "id"], condition=models.Q(needs_review=True), name="queue_item_needs_review"
+            ),
         ]
 
     def __str__(self) -> str:

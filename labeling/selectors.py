@@ -62,3 +62,115 @@ def leased_asset(*, lease_id: int, user: User) -> Asset:
     if lease is None:
         raise NotFound(f"lease {lease_id} not found or no longer held", code="not_leased")
     return lease.item.project_asset.asset
+
+
+def item_history(*, item_id: int, user: User) -> dict[str, Any]:
+    """An item's state, consensus, annotations and leases in time order (engineers, reviewers, admins).
+
+    Three queries whatever the item's size: the item with its asset, its annotations, its leases.
+    """
+    item = QueueItem.objects.select_related("project", "project_asset__asset").filter(pk=item_id).first()
+    if item is None:
+        raise NotFound(f"item {item_id} not found")
+    require_read(user=user, project=item.project)
+    annotations = (
+        Annotation.objects.filter(item_id=item.pk)
+        .order_by("created_at", "pk")
+        .values("id", "annotator_id", "annotator__username", "result", "time_spent_ms", "created_at")
+    )
+    leases = (
+        Lease.objects.filter(item_id=item.pk)
+        .order_by("created_at", "pk")
+        .values("id", "annotator_id", "annotator__username", "created_at", "released_at", "release_reason")
+    )
+    return {
+        "item": item.pk,
+        "project": item.project_id,
+        "sha256": item.project_asset.asset.sha256,
+        "state": item.state,
+        "required_annotations": item.required_annotations,
+        "submitted_count": item.submitted_count,
+        "consensus_label": item.consensus_label,
+        "needs_review": item.needs_review,
+        "label": item.project_asset.label,
+        "annotations": [
+            {
+                "id": a["id"],
+                "annotator": a["annotator_id"],
+                "annotator_username": a["annotator__username"],
+                "label": _label_of(a["result"]),
+                "time_spent_ms": a["time_spent_ms"],
+                "created_at": a["created_at"],
+            }
+            for a in annotations
+        ],
+        "leases": [
+            {
+                "id": lease["id"],
+                "annotator": lease["annotator_id"],
+                "annotator_username": lease["annotator__username"],
+                "created_at": lease["created_at"],
+                "released_at": lease["released_at"],
+                "released_reason": lease["release_reason"] or None,
+            }
+            for lease in leases
+        ],
+    }
+
+
+def _label_of(result: Any) -> str | None:
+    return result.get("label") if isinstance(result, dict) else None
+
+
+DISAGREEMENTS_LIMIT_DEFAULT = 50
+DISAGREEMENTS_LIMIT_MAX = 500
+
+
+def queue_disagreements(*, project: Project, user: User, after: int = 0, limit: int = DISAGREEMENTS_LIMIT_DEFAULT):
+    """Done items of the project whose annotations reached no majority, by id after `after`, with their votes.
+
+    Two queries a page: the items with their assets, then the annotations of those items.
+    Returns `(rows, next_after)`; `next_after` is None on the last page.
+    """
+    require_read(user=user, project=project)
+    limit = max(1, min(int(limit), DISAGREEMENTS_LIMIT_MAX))
+    items = list(
+        QueueItem.objects.filter(project=project, needs_review=True, state=QueueItem.State.DONE, pk__gt=after)
+        .select_related("project_asset__asset")
+        .order_by("pk")[: limit + 1]
+    )
+    more = len(items) > limit
+    items = items[:limit]
+    by_item: dict[int, list[dict[str, Any]]] = {item.pk: [] for item in items}
+    if items:
+        rows = (
+            Annotation.objects.filter(item_id__in=list(by_item), is_gold=False)
+            .order_by("item_id", "created_at", "pk")
+            .values("item_id", "id", "annotator_id", "annotator__username", "result", "created_at")
+        )
+        for a in rows:
+            by_item[a["item_id"]].append(
+                {
+                    "id": a["id"],
+                    "annotator": a["annotator_id"],
+                    "annotator_username": a["annotator__username"],
+                    "label": _label_of(a["result"]),
+                    "created_at": a["created_at"],
+                }
+            )
+    results = []
+    for item in items:
+        votes: dict[str, int] = {}
+        for a in by_item[item.pk]:
+            if a["label"]:
+                votes[a["label"]] = votes.get(a["label"], 0) + 1
+        results.append(
+            {
+                "item": item.pk,
+                "sha256": item.project_asset.asset.sha256,
+                "required_annotations": item.required_annotations,
+                "votes": dict(sorted(votes.items(), key=lambda kv: (-kv[1], kv[0]))),
+                "annotations": by_item[item.pk],
+            }
+        )
+    return results, (items[-1].pk if more else None)

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Case, F, Value, When
+from django.db.models import F
 from django.utils import timezone
 
 from crucible.core.errors import Conflict, NotFound, ValidationFailed
@@ -496,8 +496,11 @@ def annotation_submit(
     """Store the annotator's answer for an item they hold a live lease on.
 
     The same idempotency key again returns the stored annotation (a retried request stores nothing
-    new). The lease becomes a submission (the item's `claimed` is unchanged), the item is done once
-    it has its required annotations, and with one required annotation the asset takes the label.
+    new). The lease becomes a submission (the item's `claimed` is unchanged) and the item is done once
+    it has its required annotations. The submission that makes it done decides, under the item's row
+    lock, its consensus: the strict majority of its annotations' labels becomes `consensus_label` and
+    the asset's label; without one (a tie) the item `needs_review` and the asset's label is left as it is.
+    Gold items take no consensus.
     """
     previous = Annotation.objects.filter(annotator=annotator, idempotency_key=idempotency_key).first()
     if previous is not None:
@@ -514,25 +517,29 @@ def annotation_submit(
             )
             if not held:
                 raise Conflict(f"you hold no lease on item {item_id}", code="not_leased")
+            # The item's row lock (after the lease row, as everywhere): of two last submissions racing,
+            # the second waits here and sees the first's count, so only one of them decides the consensus.
+            locked = QueueItem.objects.select_for_update().filter(pk=item_id)
+            count, required, is_gold = locked.values_list("submitted_count", "required_annotations", "is_gold").get()
             annotation = Annotation.objects.create(
                 item_id=item_id,
                 annotator=annotator,
                 result={"label": label},
                 time_spent_ms=time_spent_ms,
                 idempotency_key=idempotency_key,
-                is_gold=item.is_gold,
+                is_gold=is_gold,
             )
-            QueueItem.objects.filter(pk=item_id).update(
-                submitted_count=F("submitted_count") + 1,
-                # The right-hand side sees the row before the update: done when this is the last one.
-                state=Case(
-                    When(submitted_count__gte=F("required_annotations") - 1, then=Value(QueueItem.State.DONE)),
-                    default=F("state"),
-                ),
-            )
-            if item.required_annotations == 1 and not item.is_gold:
+            changes: dict[str, Any] = {"submitted_count": F("submitted_count") + 1}
+            decided = None
+            if count + 1 >= required:
+                changes["state"] = QueueItem.State.DONE
+                if not is_gold:
+                    decided = consensus_of(_votes(item_id))
+                    changes["consensus_label"], changes["needs_review"] = decided, decided is None
+            QueueItem.objects.filter(pk=item_id).update(**changes)
+            if decided is not None:
                 # No curation service sets a label yet: one UPDATE of the asset's row.
-                ProjectAsset.objects.filter(pk=item.project_asset_id).update(label=label)
+                ProjectAsset.objects.filter(pk=item.project_asset_id).update(label=decided)
     except IntegrityError:
         # The same key submitted concurrently: the other request stored it.
         previous = Annotation.objects.filter(annotator=annotator, idempotency_key=idempotency_key).first()
@@ -540,6 +547,20 @@ def annotation_submit(
             raise
         return _same_item(previous, item_id)
     return annotation
+
+
+def _votes(item_id: int) -> list[str]:
+    """The labels of the item's ordinary (non-gold) annotations."""
+    rows = Annotation.objects.filter(item_id=item_id, is_gold=False).values_list("result", flat=True)
+    return [row.get("label") for row in rows if isinstance(row, dict) and row.get("label")]
+
+
+def consensus_of(labels: list[str]) -> str | None:
+    """The label more than half of `labels` agree on; None (a disagreement, for review) when none has."""
+    if not labels:
+        return None
+    label, n = Counter(labels).most_common(1)[0]
+    return label if 2 * n > len(labels) else None
 
 
 def _same_item(annotation: Annotation, item_id: int) -> Annotation:

@@ -10,6 +10,12 @@ urlpatterns = [
     path("projects/<str:project>/queue/settings/", apis.QueueSettingsApi.as_view(), name="queue-settings"),
     path("projects/<str:project>/queue/next/", apis.QueueNextApi.as_view(), name="queue-next"),
     path("projects/<str:project>/queue/status/", apis.QueueStatusApi.as_view(), name="queue-status"),
+    path(
+        "projects/<str:project>/queue/disagreements/",
+        apis.QueueDisagreementsApi.as_view(),
+        name="queue-disagreements",
+    ),
+    path("labeling/items/<int:item_id>/history/", apis.ItemHistoryApi.as_view(), name="item-history"),
     path("labeling/leases/<int:lease_id>/image/", apis.LeaseImageApi.as_view(), name="lease-image"),
     path("labeling/leases/<int:lease_id>/heartbeat/", apis.LeaseHeartbeatApi.as_view(), name="lease-heartbeat"),
     path("labeling/leases/<int:lease_id>/release/", apis.LeaseReleaseApi.as_view(), name="lease-release"),
