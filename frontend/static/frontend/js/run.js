@@ -200,23 +200,38 @@ function renderWarnings(container, warnings) {
   );
 }
 
-function setupClassifyOne() {
-  const form = document.getElementById("classify-form");
-  const card = document.getElementById("classify-one");
-  const errorBox = card.querySelector(".error-box");
-  const result = document.getElementById("classify-result");
+// A form that uploads one file (and the chosen epoch) to the classify API and renders the answer.
+function setupUpload({ formId, cardId, resultId, field, missing, render }) {
+  const form = document.getElementById(formId);
+  const errorBox = document.getElementById(cardId).querySelector(".error-box");
+  const result = document.getElementById(resultId);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     clearError(errorBox);
-    const file = form.elements.image.files[0];
-    if (!file) return showError(errorBox, new Error("Choose an image to test."));
+    const file = form.elements[field].files[0];
+    if (!file) return showError(errorBox, new Error(missing));
     const data = new FormData();
-    data.append("image", file);
+    data.append(field, file);
     if (form.elements.epoch.value) data.append("epoch", form.elements.epoch.value);
     const button = form.querySelector('button[type="submit"]');
     busy(button, true, "Classifying…");
     try {
-      const answer = await api(form.dataset.url, { method: "POST", form: data });
+      render(await api(form.dataset.url, { method: "POST", form: data }), file, result);
+      result.hidden = false;
+    } catch (err) {
+      result.hidden = true;
+      showError(errorBox, err);
+    } finally {
+      busy(button, false);
+    }
+  });
+}
+
+function setupClassifyOne() {
+  setupUpload({
+    formId: "classify-form", cardId: "classify-one", resultId: "classify-result", field: "image",
+    missing: "Choose an image to test.",
+    render: (answer, file) => {
       const preview = document.getElementById("classify-preview");
       if (preview.src.startsWith("blob:")) URL.revokeObjectURL(preview.src);
       preview.src = URL.createObjectURL(file);
@@ -225,13 +240,7 @@ function setupClassifyOne() {
       const steps = document.getElementById("classify-steps");
       steps.replaceChildren(...(answer.preprocessing || []).map((s) => h("li", {}, s)));
       renderWarnings(document.getElementById("classify-warnings"), answer.warnings);
-      result.hidden = false;
-    } catch (err) {
-      result.hidden = true;
-      showError(errorBox, err);
-    } finally {
-      busy(button, false);
-    }
+    },
   });
 }
 
@@ -253,22 +262,10 @@ function confusionTable(confusion) {
 }
 
 function setupClassifyMany() {
-  const form = document.getElementById("classify-many-form");
-  const card = document.getElementById("classify-many");
-  const errorBox = card.querySelector(".error-box");
-  const result = document.getElementById("classify-many-result");
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    clearError(errorBox);
-    const file = form.elements.file.files[0];
-    if (!file) return showError(errorBox, new Error("Choose a zip file of class subfolders."));
-    const data = new FormData();
-    data.append("file", file);
-    if (form.elements.epoch.value) data.append("epoch", form.elements.epoch.value);
-    const button = form.querySelector('button[type="submit"]');
-    busy(button, true, "Classifying…");
-    try {
-      const answer = await api(form.dataset.url, { method: "POST", form: data });
+  setupUpload({
+    formId: "classify-many-form", cardId: "classify-many", resultId: "classify-many-result", field: "file",
+    missing: "Choose a zip file of class subfolders.",
+    render: (answer, file, result) => {
       const results = answer.results || [];
       const warned = results.filter((r) => (r.warnings || []).length).length;
       const parts = [
@@ -293,13 +290,7 @@ function setupClassifyMany() {
                   h("td", {}, (r.warnings || []).map((w) => w.message).join("; ")));
               })))));
       result.replaceChildren(...parts);
-      result.hidden = false;
-    } catch (err) {
-      result.hidden = true;
-      showError(errorBox, err);
-    } finally {
-      busy(button, false);
-    }
+    },
   });
 }
 
