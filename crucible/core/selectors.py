@@ -44,10 +44,3 @@ def require_read(*, user: User, project: Project) -> str:
 
 def require_write(*, user: User, project: Project) -> str:
     return require_role(user=user, project=project, roles=WRITE_DATA_ROLES, action="change its data")
-
-
-def readable_project_ids(*, user: User) -> QuerySet:
-    """Ids of projects whose data (assets, datasets, runs) `user` may read."""
-    if user.is_superuser:
-        return Project.objects.values("pk")
-    return Membership.objects.filter(user=user, role__in=READ_DATA_ROLES).values("project_id")

@@ -1,7 +1,6 @@
 """Writes of the core: users, projects, memberships, tokens, audit."""
 
 import re
-import secrets
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -14,16 +13,6 @@ from crucible.core.selectors import require_role
 
 def audit(*, actor: User | None, project: Project | None, verb: str, target: str = "", **data: Any) -> None:
     AuditEvent.objects.create(actor=actor, project=project, verb=verb, target=target, data=data)
-
-
-def user_create(*, username: str, password: str | None = None, is_superuser: bool = False) -> tuple[User, str]:
-    """Create a user; returns it with its password (generated when none is given)."""
-    password = password or secrets.token_urlsafe(12)
-    if is_superuser:
-        user = User.objects.create_superuser(username=username, password=password)
-    else:
-        user = User.objects.create_user(username=username, password=password)
-    return user, password
 
 
 def token_for(*, user: User) -> str:
