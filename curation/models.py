@@ -11,7 +11,12 @@ class Asset(models.Model):
     file that holds many small assets (`storage_name` of the pack, `offset` and `length` in it).
     """
 
+    class Kind(models.TextChoices):
+        IMAGE = "image", "Image"
+        TEXT = "text", "Text"  # a short UTF-8 text; width and height 0, mode "text", format "TEXT"
+
     sha256 = models.CharField(max_length=64, unique=True)
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.IMAGE)
     storage_name = models.CharField(max_length=200)  # the asset's own file, or the pack holding it
     offset = models.BigIntegerField(null=True, blank=True)  # in the pack; None for a file of its own
     length = models.BigIntegerField(null=True, blank=True)
@@ -28,6 +33,7 @@ class Asset(models.Model):
                 condition=models.Q(offset__isnull=True, length__isnull=True) | models.Q(offset__gte=0, length__gte=0),
                 name="asset_pack_slice_complete",
             ),
+            models.CheckConstraint(condition=models.Q(kind__in=["image", "text"]), name="asset_kind_valid"),
         ]
 
     def __str__(self) -> str:
@@ -38,6 +44,14 @@ class ImportJob(models.Model):
     class Source(models.TextChoices):
         ZIP = "zip", "Uploaded zip"
         FOLDER = "folder", "Server folder"
+        S3 = "s3", "S3 prefix"
+        URLS = "urls", "List of URLs"
+        MANIFEST = "manifest", "CSV or JSON manifest"
+        DIGITS = "digits", "DIGITS text file"
+        COCO = "coco", "COCO"
+        YOLO = "yolo", "YOLO"
+        VOC = "voc", "Pascal VOC"
+        TEXT_CSV = "text_csv", "Texts from a CSV column"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -78,7 +92,11 @@ class ProjectAsset(models.Model):
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="assets")
     asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="project_assets")
+    # The single class of a single-label schema (also what dataset versions train on).
     label = models.CharField(max_length=200, blank=True, default="")
+    # The whole current label where one class is not enough: {"labels": [...]} for multi-label schemas,
+    # {"boxes": [{"label", "x", "y", "w", "h"}, ...]} (pixels, top-left origin) for box schemas.
+    annotation = models.JSONField(null=True, blank=True)
     source_path = models.CharField(max_length=1000, blank=True, default="")
     import_job = models.ForeignKey(ImportJob, on_delete=models.SET_NULL, null=True, related_name="project_assets")
     created_at = models.DateTimeField(auto_now_add=True)
