@@ -189,3 +189,44 @@ class DatasetItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.asset} in {self.split} as {self.label!r}"
+
+
+class LabelEvent(models.Model):
+    """One change of a project asset's label: what it was, what it became, who changed it and through
+    what (an annotation's consensus, a review, a label import, a cleaning decision, an edit). Written by
+    `curation.labels.asset_labels_set`, the only writer of asset labels; append-only."""
+
+    class Via(models.TextChoices):
+        CONSENSUS = "consensus", "Annotators' consensus"
+        REVIEW = "review", "Review"
+        IMPORT = "import", "Import"
+        LABEL_IMPORT = "label_import", "Label import"
+        FINDING = "finding", "Cleaning decision"
+        UNDO = "undo", "Undo"
+        EDIT = "edit", "Edit"
+
+    project_asset = models.ForeignKey(ProjectAsset, on_delete=models.CASCADE, related_name="label_events")
+    old_label = models.CharField(max_length=200, blank=True, default="")
+    new_label = models.CharField(max_length=200, blank=True, default="")
+    old_annotation = models.JSONField(null=True, blank=True)
+    new_annotation = models.JSONField(null=True, blank=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    via = models.CharField(max_length=16, choices=Via.choices)
+    # What made the change, by `via`: a queue item id (consensus, undo), a review task id, an import or
+    # label-import job id, a finding id; null for edits.
+    ref = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(
+                    via__in=["consensus", "review", "import", "label_import", "finding", "undo", "edit"]
+                ),
+                name="label_event_via_valid",
+            ),
+        ]
+        indexes = [models.Index(fields=["project_asset", "-id"], name="label_event_asset_latest")]
+
+    def __str__(self) -> str:
+        return f"{self.project_asset_id}: {self.old_label!r} -> {self.new_label!r} via {self.via}"
