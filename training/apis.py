@@ -14,7 +14,9 @@ from crucible.core.selectors import project_get
 from curation.selectors import dataset_version_get
 from training.engine import NETWORKS, TrainConfig
 from training.engine.loop import AUGMENTATIONS, MEAN_SUBTRACTIONS
-from training.selectors import training_run_get, training_run_list
+from training.label_errors import label_error_scan_start
+from training.models import LabelErrorScan
+from training.selectors import label_error_scan_get, training_run_get, training_run_list
 from training.services import (
     training_run_abort,
     training_run_classify,
@@ -272,3 +274,60 @@ class TrainingRunModelApi(APIView):
         obj = training_run_get(user=request.user, run_id=run)
         name, fh = training_run_model_archive(run=obj, user=request.user, epoch=int(epoch) if epoch else None)
         return FileResponse(fh, as_attachment=True, filename=name, content_type="application/gzip")
+
+
+class LabelErrorScanOutputSerializer(serializers.ModelSerializer):
+    project = serializers.IntegerField(source="project_id")
+    dataset = serializers.IntegerField(source="dataset_version_id")
+
+    class Meta:
+        model = LabelErrorScan
+        fields = [
+            "id",
+            "project",
+            "dataset",
+            "config",
+            "folds",
+            "seed",
+            "device",
+            "device_used",
+            "relabel_top",
+            "status",
+            "folds_done",
+            "items",
+            "suspects",
+            "sent_to_relabel",
+            "error",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+
+
+class LabelErrorScanStartApi(APIView):
+    """Queue a label error scan of a dataset version on the train queue (engineers and admins): K-fold
+    cross-validation, confident learning, findings of kind label_error, the top suspects to relabelling."""
+
+    @extend_schema_serializer(component_name="LabelErrorScanStartInput")
+    class InputSerializer(serializers.Serializer):
+        folds = serializers.IntegerField(default=5)
+        epochs = serializers.IntegerField(default=5)
+        network = serializers.CharField(default="lenet")
+        relabel_top = serializers.IntegerField(default=50)
+        seed = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=0)
+        device = serializers.CharField(default="auto")
+
+    @extend_schema(request=InputSerializer, responses={202: LabelErrorScanOutputSerializer})
+    def post(self, request: Request, dataset: str) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        version = dataset_version_get(user=request.user, ref=dataset)
+        scan = label_error_scan_start(version=version, user=request.user, **data.validated_data)
+        scan.refresh_from_db()  # an eager task has already run
+        return Response(LabelErrorScanOutputSerializer(scan).data, status=status.HTTP_202_ACCEPTED)
+
+
+class LabelErrorScanDetailApi(APIView):
+    @extend_schema(responses={200: LabelErrorScanOutputSerializer})
+    def get(self, request: Request, scan: int) -> Response:
+        return Response(LabelErrorScanOutputSerializer(label_error_scan_get(user=request.user, scan_id=scan)).data)

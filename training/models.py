@@ -86,3 +86,49 @@ class Epoch(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id}@{self.epoch}"
+
+
+class LabelErrorScan(models.Model):
+    """A K-fold cross-validation job over a dataset version's items (train and val together) whose
+    out-of-sample probabilities let confident learning rank likely label errors. Its suspects become
+    findings of kind `label_error`; the top ones are sent to the project's relabel queue."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    FINISHED = {Status.DONE, Status.FAILED}
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="label_error_scans")
+    dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, related_name="label_error_scans")
+    config = models.JSONField()  # the training configuration of each fold's network
+    folds = models.PositiveSmallIntegerField(default=5)
+    seed = models.BigIntegerField()
+    device = models.CharField(max_length=32, default="auto")
+    device_used = models.CharField(max_length=64, blank=True, default="")
+    relabel_top = models.PositiveIntegerField(default=50)  # how many suspects go to the relabel queue
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    folds_done = models.PositiveSmallIntegerField(default=0)
+    items = models.PositiveIntegerField(default=0)
+    suspects = models.PositiveIntegerField(default=0)
+    sent_to_relabel = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(status__in=["queued", "running", "done", "failed"]), name="label_error_scan_status"
+            ),
+            models.CheckConstraint(condition=models.Q(folds__gte=2, folds__lte=20), name="label_error_scan_folds"),
+            models.CheckConstraint(condition=models.Q(folds_done__lte=models.F("folds")), name="label_error_scan_done"),
+        ]
+
+    def __str__(self) -> str:
+        return f"label error scan {self.pk} of {self.dataset_version_id} ({self.status})"

@@ -5,7 +5,7 @@ from django.db.models import Prefetch, QuerySet
 from crucible.core.errors import NotFound, ValidationFailed
 from crucible.core.models import Project, User
 from crucible.core.selectors import require_read
-from training.models import Epoch, TrainingRun
+from training.models import Epoch, LabelErrorScan, TrainingRun
 
 
 def _with_relations(qs: QuerySet[TrainingRun]) -> QuerySet[TrainingRun]:
@@ -52,3 +52,15 @@ def training_run_epoch_get(*, run: TrainingRun, epoch: int | None = None) -> Epo
             f"run {run.name!r} has no epoch {epoch} ({have})", code="epoch_not_found", fields={"epoch": "not found"}
         )
     return found
+
+
+def label_error_scan_get(*, user: User, scan_id: int) -> LabelErrorScan:
+    """A label error scan in a project whose data `user` may read; NotFound otherwise."""
+    scan = LabelErrorScan.objects.select_related("project").filter(pk=scan_id).first()
+    if scan is None:
+        raise NotFound(f"label error scan {scan_id} not found")
+    try:
+        require_read(user=user, project=scan.project)
+    except NotFound:
+        raise NotFound(f"label error scan {scan_id} not found") from None
+    return scan

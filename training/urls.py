@@ -11,4 +11,6 @@ urlpatterns = [
     path("runs/<int:run>/classify/", apis.TrainingRunClassifyApi.as_view(), name="run-classify"),
     path("runs/<int:run>/classify-many/", apis.TrainingRunClassifyManyApi.as_view(), name="run-classify-many"),
     path("runs/<int:run>/model/", apis.TrainingRunModelApi.as_view(), name="run-model"),
+    path("datasets/<str:dataset>/label-errors/", apis.LabelErrorScanStartApi.as_view(), name="label-error-scan-start"),
+    path("label-error-scans/<int:scan>/", apis.LabelErrorScanDetailApi.as_view(), name="label-error-scan-detail"),
 ]
