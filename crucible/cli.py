@@ -335,7 +335,7 @@ def queue_status(state: State, ref: str) -> None:
 
 @main.group()
 def labels() -> None:
-    """A project's labels: export."""
+    """A project's labels: export, and import onto its assets."""
 
 
 @labels.command("export")
@@ -343,9 +343,9 @@ def labels() -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["jsonl", "csv", "folder"]),
+    type=click.Choice(["jsonl", "csv", "folder", "coco", "yolo", "voc"]),
     required=True,
-    help="jsonl, csv or folder (a zip).",
+    help="jsonl, csv or folder (a zip); coco (JSON), yolo or voc (zips holding the images).",
 )
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=True, writable=True), help="File to write.")
 @json_option
@@ -388,6 +388,113 @@ def wait_export(state: State, job: JSON) -> JSON:
     return job
 
 
+LABEL_IMPORT_FORMATS = ["jsonl", "csv", "folder", "coco", "yolo", "voc"]
+
+
+@labels.command("import")
+@click.argument("project")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, readable=True))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(LABEL_IMPORT_FORMATS),
+    required=True,
+    help="jsonl or csv; folder, yolo or voc (zips); coco (JSON).",
+)
+@click.option("--show", type=click.IntRange(0), default=10, show_default=True, help="Bad entries printed.")
+@json_option
+@pass_state
+def labels_import(state: State, project: str, path: str, fmt: str, show: int) -> None:
+    """Upload the label file PATH, wait while the server matches it onto PROJECT's assets (by sha256,
+    else by file name), and print what was labelled, unmatched and refused."""
+    client = state.client
+    job = wait_label_import(state, client.labels_import(project, path, fmt))
+    if state.json:
+        print_json(job)
+    else:
+        errors = job.get("errors") or []
+        click.echo(
+            f"label import {job['id']} {job['status']}: {job.get('labelled', 0)} labelled, "
+            f"{job.get('unmatched', 0)} unmatched, {len(errors)} errors"
+        )
+        for err in errors[:show]:
+            click.echo(f"  {err.get('entry')}: {err.get('reason')}")
+        if len(errors) > show:
+            click.echo(f"  ... and {len(errors) - show} more (see --json)")
+        if job.get("error") and job["status"] != "failed":
+            click.echo(job["error"])
+    if job["status"] == "failed":
+        raise Failure(f"label import {job['id']} failed: {job.get('error') or 'no reason given'}")
+
+
+def wait_label_import(state: State, job: JSON) -> JSON:
+    client, interval = state.client, poll_interval()
+    spinner = tqdm(
+        total=None,
+        desc=f"label import {job['id']} {job['status']}",
+        bar_format="{desc} {n_fmt} labelled [{elapsed}]",
+        # Nothing to watch when the job is already finished; the line is cleared once it is.
+        disable=state.json or job["status"] in EXPORT_FINISHED,
+        leave=False,
+    )
+    try:
+        while job["status"] not in EXPORT_FINISHED:
+            time.sleep(interval)
+            job = client.label_import_get(job["id"])
+            spinner.set_description(f"label import {job['id']} {job['status']}")
+            spinner.n = job.get("labelled") or 0
+            spinner.refresh()
+    except KeyboardInterrupt:
+        spinner.close()
+        stop_watching(f"label import {job['id']} goes on on the server")
+    finally:
+        spinner.close()
+    return job
+
+
+def kappa(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+@labels.command("agreement")
+@click.argument("project")
+@json_option
+@pass_state
+def labels_agreement(state: State, project: str) -> None:
+    """Agreement between PROJECT's annotators: percent, Fleiss' kappa, and a table of annotator pairs."""
+    data = state.client.agreement(project)
+
+    def human() -> None:
+        click.echo(
+            f"{data['kind']}: {data['items']} items with two or more annotators, {data['annotators']} annotators"
+        )
+        if not data["items"]:
+            click.echo("nothing to compare yet")
+            return
+        boxes = data.get("boxes")
+        line = f"agreement {pct(data['percent'])}"
+        if boxes is None:
+            line += f", Fleiss' kappa {kappa(data['fleiss_kappa'])} (over {data.get('fleiss_items', 0)} items)"
+        else:
+            line += f", mean IoU {kappa(boxes['mean_iou'])}, F1 {kappa(boxes['f1'])}"
+        click.echo(line)
+        if boxes is None:
+            headers = ["A", "B", "ITEMS", "AGREEMENT", "COHEN KAPPA"]
+            rows = [
+                [p["a_name"], p["b_name"], p["items"], pct(p["percent"]), kappa(p["cohen_kappa"])]
+                for p in data["pairs"]
+            ]
+        else:
+            headers = ["A", "B", "ITEMS", "AGREEMENT", "MEAN IOU", "F1"]
+            rows = [
+                [p["a_name"], p["b_name"], p["items"], pct(p["percent"]), kappa(p.get("mean_iou")), kappa(p.get("f1"))]
+                for p in data["pairs"]
+            ]
+        table(headers, rows, right=list(range(2, len(headers))))
+
+    emit(state, data, human)
+
+
 # -- imports ------------------------------------------------------------------------------------------
 
 
@@ -396,12 +503,45 @@ def wait_export(state: State, job: JSON) -> JSON:
 @click.argument("path")
 @click.option("--server", is_flag=True, help="PATH is a folder on the server, under its import roots.")
 @click.option("--wait", is_flag=True, help="Show the import's progress until it is done, then a summary.")
+@click.option("--manifest", "source_kind", flag_value="manifest", help="PATH is a CSV or JSON manifest (path,label).")
+@click.option("--digits", "source_kind", flag_value="digits", help="PATH is a DIGITS list (path label_index lines).")
+@click.option("--urls", "source_kind", flag_value="urls", help="PATH lists http(s) URLs (or url,label CSV).")
+@click.option("--s3", "source_kind", flag_value="s3", help="PATH is s3://bucket/prefix (class folders below it).")
+@click.option("--text-csv", "source_kind", flag_value="text_csv", help="PATH is a CSV of texts (with --column).")
+@click.option("--format", "annotation_format", type=click.Choice(["coco", "yolo", "voc"]), help="PATH is such a zip.")
+@click.option("--column", default=None, help="--text-csv: the column that holds the texts.")
+@click.option("--label-column", default=None, help="--text-csv: the column that holds the labels.")
 @json_option
 @pass_state
-def import_(state: State, project: str, path: str, server: bool, wait: bool) -> None:
-    """Import PATH into PROJECT: a local folder of class subfolders (zipped and uploaded), or a zip."""
+def import_(
+    state: State,
+    project: str,
+    path: str,
+    server: bool,
+    wait: bool,
+    source_kind: str | None = None,
+    annotation_format: str | None = None,
+    column: str | None = None,
+    label_column: str | None = None,
+) -> None:
+    """Import PATH into PROJECT: a local folder of class subfolders (zipped and uploaded), or a zip.
+
+    Other sources: --manifest, --digits, --urls, --text-csv (a local file, or one on the server with
+    --server), --s3 s3://bucket/prefix, and --format coco|yolo|voc for a zip of images and annotations.
+    """
     client = state.client
-    if server:
+    if source_kind or annotation_format:
+        job = import_other_source(
+            state,
+            project,
+            path,
+            server=server,
+            kind=source_kind,
+            annotation_format=annotation_format,
+            column=column,
+            label_column=label_column,
+        )
+    elif server:
         job = client.import_server(project, path)
     else:
         if not Path(path).exists():
@@ -419,6 +559,42 @@ def import_(state: State, project: str, path: str, server: bool, wait: bool) -> 
         import_summary(job)
     if job["status"] == "failed":
         raise Failure(f"import {job['id']} failed: {job.get('message') or 'no reason given'}")
+
+
+def import_other_source(
+    state: State,
+    project: str,
+    path: str,
+    *,
+    server: bool,
+    kind: str | None,
+    annotation_format: str | None,
+    column: str | None,
+    label_column: str | None,
+) -> JSON:
+    """Start an import of a manifest, DIGITS list, URL list, S3 prefix, text CSV or annotated zip."""
+    if kind and annotation_format:
+        raise Failure(f"--format {annotation_format} and --{kind.replace('_', '-')} are two sources; give one")
+    kind = kind or annotation_format or ""
+    if kind == "text_csv" and not column:
+        raise Failure("--text-csv needs --column, the column that holds the texts")
+    if kind != "text_csv" and (column or label_column):
+        raise Failure("--column and --label-column go with --text-csv")
+    fields = {"column": column, "label_column": label_column}
+    if kind == "s3":
+        if not path.startswith("s3://"):
+            raise Failure(f"{path}: --s3 takes s3://bucket/prefix")
+        return state.client.import_source(project, kind, path=path)
+    if server:
+        if kind in ("coco", "yolo", "voc"):
+            raise Failure(f"--format {kind} takes a local zip, not a server path")
+        return state.client.import_source(project, kind, path=path, **fields)
+    local = Path(path)
+    if not local.is_file():
+        raise Failure(f"{path}: no such local file (use --server for a file on the server)")
+    if kind in ("coco", "yolo", "voc") and not zipfile.is_zipfile(local):
+        raise Failure(f"{path}: not a zip file; --format {kind} takes a zip of images and annotations")
+    return state.client.import_source(project, kind, local=local, **fields)
 
 
 @main.command("import-status")
@@ -680,6 +856,204 @@ def dataset_list(state: State, project: str) -> None:
         )
 
     emit(state, {"results": items}, human)
+
+
+@dataset.command("freeze")
+@click.argument("project")
+@click.option("--name", required=True, help="The version's name.")
+@click.option("--grayscale/--color", "grayscale", default=None, help="1 channel or 3 (creates the version).")
+@click.option("--size", type=Size(), help="Width x height, e.g. 28x28 (creates the version).")
+@click.option(
+    "--resize",
+    type=click.Choice(["squash", "crop", "fill", "half_crop"]),
+    default="squash",
+    show_default=True,
+    help="How images of another shape are brought to --size.",
+)
+@click.option("--val", "val_percent", type=int, help="Percent of each class for validation (server default 25).")
+@click.option("--test", "test_percent", type=int, help="Percent of each class for test (server default 0).")
+@click.option("--min-per-class", type=int, help="Leave out classes with fewer images.")
+@click.option("--max-per-class", type=int, help="Take at most this many images of a class.")
+@click.option("--seed", "split_seed", type=int, help="Split seed (random and recorded when left out).")
+@json_option
+@pass_state
+def dataset_freeze(
+    state: State, project: str, name: str, grayscale: bool | None, size: tuple[int, int] | None, **spec: Any
+) -> None:
+    """Create a version NAME of PROJECT's current labels and freeze it, all or nothing.
+
+    With --size and --grayscale/--color a new version is created and frozen (nothing is created when
+    an evaluation-set image, or a near copy of one, would be in its train split); without them the
+    existing version NAME is frozen.
+    """
+    resize = spec.pop("resize")
+    if size is None and grayscale is None:
+        if any(v is not None for v in spec.values()):
+            raise click.UsageError("split options create a version: give --size and --grayscale or --color too")
+        ds = state.client.dataset_freeze(state.client.resolve_dataset(f"{project}/{name}")["id"])
+    else:
+        if size is None or grayscale is None:
+            raise click.UsageError("creating a version needs both --size and --grayscale or --color")
+        ds = state.client.dataset_create_frozen(
+            project,
+            name=name,
+            channels=1 if grayscale else 3,
+            width=size[0],
+            height=size[1],
+            resize_mode=resize,
+            **spec,
+        )
+    emit(
+        state, ds, lambda: click.echo(f"dataset {label(ds)} (id {ds['id']}) frozen; content hash {ds['content_hash']}")
+    )
+
+
+class FindingsGroup(click.Group):
+    """`crucible findings PROJECT ...` lists; `crucible findings decide|scan ...` are subcommands."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
+@main.group(cls=FindingsGroup)
+def findings() -> None:
+    """Cleaning findings: list them (findings PROJECT), decide them, scan a project for them."""
+
+
+FINDING_KINDS = (
+    "unreadable", "odd_size", "odd_mode", "odd_aspect", "near_blank", "exact_duplicate", "near_duplicate",
+    "conflicting_labels", "class_imbalance", "label_error", "split_leak",
+)  # fmt: skip
+
+
+def finding_summary(f: JSON) -> str:
+    ev = f.get("evidence") or {}
+    for key in ("reason", "size", "mode"):
+        if key in ev and not isinstance(ev[key], (dict, list)):
+            text = f"{key} {ev[key]}"
+            if "labels" in ev:
+                text += f"; labels {', '.join(ev['labels'])}"
+            return text
+    if "ratio" in ev:
+        return f"ratio {ev['ratio']} ({ev['largest']['label']} / {ev['smallest']['label']})"
+    if "count" in ev:
+        return f"{ev['count']} pair(s) in {ev.get('version_name', '')}"
+    return ""
+
+
+@findings.command("list", hidden=True)
+@click.argument("project")
+@click.option("--kind", type=click.Choice(FINDING_KINDS))
+@click.option("--decision", type=click.Choice(["open", "keep", "drop", "relabel", "merge"]))
+@json_option
+@pass_state
+def findings_list(state: State, project: str, kind: str | None, decision: str | None) -> None:
+    """PROJECT's findings, oldest first."""
+    items = state.client.findings_all(project, kind=kind, decision=decision)
+
+    def human() -> None:
+        rows = [
+            [f["id"], f["kind"], (f.get("sha256") or "")[:12], f.get("label") or "", f["decision"], finding_summary(f)]
+            for f in items
+        ]
+        table(["ID", "KIND", "ASSET", "LABEL", "DECISION", "WHY"], rows, [0])
+        click.echo(f"{len(items)} finding(s)")
+
+    emit(state, {"results": items}, human)
+
+
+@findings.command("decide")
+@click.argument("target", metavar="ID|PROJECT")
+@click.option("--decision", type=click.Choice(["keep", "drop", "relabel", "merge"]), help="For one finding ID.")
+@click.option("--note", default="", help="Why (kept with the decision).")
+@click.option("--label", "new_label", help="With --decision relabel: the new label (else the relabel queue).")
+@click.option(
+    "--rule",
+    type=click.Choice(["drop_unreadable", "keep_oldest_duplicate", "relabel_conflicts"]),
+    help="Decide every open finding the rule covers in PROJECT.",
+)
+@json_option
+@pass_state
+def findings_decide(
+    state: State, target: str, decision: str | None, note: str, new_label: str | None, rule: str | None
+) -> None:
+    """Decide finding ID (--decision), or every open finding of PROJECT a --rule covers."""
+    if rule:
+        if decision or new_label:
+            raise click.UsageError("--rule decides many findings: leave out --decision and --label")
+        answer = state.client.findings_decide_rule(target, rule)
+        emit(state, answer, lambda: click.echo(f"rule {rule}: {answer['decided']} finding(s) decided"))
+        return
+    if not decision:
+        raise click.UsageError("give --decision for one finding, or --rule with a project")
+    if not target.isdigit():
+        raise click.BadParameter(f"{target!r} is not a finding id", param_hint="ID")
+    f = state.client.finding_decide(int(target), decision=decision, note=note, label=new_label)
+    emit(state, f, lambda: click.echo(f"finding {f['id']} ({f['kind']}): {f['decision']}"))
+
+
+@findings.command("scan")
+@click.argument("project")
+@json_option
+@pass_state
+def findings_scan(state: State, project: str) -> None:
+    """Queue a cleaning scan of PROJECT (hashes, duplicates, odd images, leaks); list the findings after."""
+    answer = state.client.findings_scan(project)
+    emit(state, answer, lambda: click.echo(f"scan of {project} queued; see `crucible findings {project}`"))
+
+
+@findings.command("label-errors")
+@click.argument("dataset_ref", metavar="DATASET", callback=ref_arg("dataset"))
+@click.option("--folds", type=int, default=5, show_default=True, help="Cross-validation folds.")
+@click.option("--epochs", type=int, default=5, show_default=True, help="Epochs of each fold's network.")
+@click.option("--network", default="lenet", show_default=True)
+@click.option("--relabel-top", type=int, default=50, show_default=True, help="Suspects sent to relabelling.")
+@click.option("--seed", type=int, default=None, help="Fixes the folds and the networks' initialisation.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for the scan to finish.")
+@json_option
+@pass_state
+def findings_label_errors(state: State, dataset_ref: str, wait: bool, **options: Any) -> None:
+    """Scan DATASET for likely label errors: K-fold cross-validation on the train queue, confident
+    learning on the out-of-sample probabilities; suspects become findings, the top ones go to relabelling."""
+    ds = state.client.resolve_dataset(dataset_ref)
+    scan = state.client.label_errors_scan(ds["id"], **options)
+    if wait:
+        scan = wait_label_error_scan(state, scan)
+    emit(
+        state,
+        scan,
+        lambda: click.echo(
+            f"label error scan {scan['id']} of {label(ds)}: {scan['status']}"
+            + (
+                f", {scan['suspects']} suspects, {scan['sent_to_relabel']} sent to relabelling"
+                if scan["status"] == "done"
+                else ""
+            )
+            + (f" ({scan['error']})" if scan["error"] else "")
+        ),
+    )
+    if scan["status"] == "failed":
+        raise SystemExit(1)
+
+
+def wait_label_error_scan(state: State, scan: JSON) -> JSON:
+    client, interval = state.client, poll_interval()
+    bar_ = tqdm(total=scan["folds"], desc=f"label error scan {scan['id']}", unit="fold", disable=state.json)
+    try:
+        while scan["status"] not in ("done", "failed"):
+            time.sleep(interval)
+            scan = client.label_error_scan(scan["id"])
+            bar_.n = scan["folds_done"]
+            bar_.refresh()
+    except KeyboardInterrupt:
+        bar_.close()
+        stop_watching(f"label error scan {scan['id']} goes on on the server")
+    finally:
+        bar_.close()
+    return scan
 
 
 # -- training -----------------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ sent once.
 from __future__ import annotations
 
 import contextlib
+import csv
+import json
 import mimetypes
 import os
 import re
@@ -115,6 +117,46 @@ def _zip_name(path: Path) -> str:
 
 def _mime(path: Path) -> str:
     return mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+
+
+def _listed_names(listing: Path, kind: str) -> list[str]:
+    """The relative paths a manifest (CSV or JSON) or a DIGITS list names; [] when it cannot be read
+    here (the server then says what is wrong with it)."""
+    data = listing.read_bytes()
+    encoding = "utf-16" if data.startswith((b"\xff\xfe", b"\xfe\xff")) else "utf-8-sig"
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")
+    try:
+        if kind == "digits":
+            return ["labels.txt"] + [
+                line.rsplit(maxsplit=1)[0] for line in text.splitlines() if len(line.split()) >= 2 and line[0] != "#"
+            ]
+        if listing.suffix.lower() == ".json":
+            items = json.loads(text)
+            return [i if isinstance(i, str) else str(i.get("path", "")) for i in items if isinstance(i, str | dict)]
+        rows = list(csv.reader(text.splitlines()))
+        column = [c.strip().lower() for c in rows[0]].index("path") if rows else -1
+        return [row[column] for row in rows[1:] if len(row) > column >= 0]
+    except (ValueError, AttributeError, TypeError, csv.Error):
+        return []
+
+
+@contextlib.contextmanager
+def _zip_listed(listing: Path, kind: str) -> Iterator[IO[bytes]]:
+    """A manifest or DIGITS list zipped with the files it names, relative to its folder. Files named
+    outside that folder or missing are left out: the server reports each as not found."""
+    base = listing.parent.resolve()
+    with tempfile.TemporaryFile(suffix=".zip") as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.write(listing, listing.name)
+            for name in dict.fromkeys(_listed_names(listing, kind)):
+                file = (base / name.strip()).resolve()
+                if name.strip() and file.is_file() and file.is_relative_to(base) and file != listing.resolve():
+                    zf.write(file, file.relative_to(base).as_posix())
+        tmp.seek(0)
+        yield tmp
 
 
 # -- the client ---------------------------------------------------------------------------------------
@@ -242,6 +284,35 @@ class Client:
         """Import a folder on the server (under its CRUCIBLE_IMPORT_ROOTS); -> the queued job."""
         return self.post(f"projects/{project}/imports/", {"path": path})
 
+    def import_source(
+        self,
+        project: str | int,
+        source_kind: str,
+        *,
+        path: str | None = None,
+        local: str | os.PathLike[str] | None = None,
+        urls: list[str] | None = None,
+        **fields: str | None,
+    ) -> JSON:
+        """Start an import of another kind (manifest, digits, urls, s3, text_csv, coco, yolo, voc); -> the job.
+
+        `path` names a file on the server (or s3://bucket/prefix), `local` a file sent with the request
+        (a local manifest or DIGITS list that is not a zip is sent zipped with the files it lists), `urls`
+        the URLs themselves; `fields` are the source's own (column, label_column, bucket, prefix).
+        """
+        url = f"projects/{project}/imports/"
+        data = {"source_kind": source_kind, **{k: v for k, v in fields.items() if v is not None}}
+        if urls is not None:
+            return self.post(url, {**data, "urls": urls})
+        if local is None:
+            return self.post(url, {**data, "path": path})
+        local = Path(local)
+        if source_kind in ("manifest", "digits") and not zipfile.is_zipfile(local):
+            with _zip_listed(local, source_kind) as fh:
+                return self.post(url, data=data, files={"file": (f"{local.stem}.zip", fh, "application/zip")})
+        with local.open("rb") as fh:
+            return self.post(url, data=data, files={"file": (local.name, fh, _mime(local))})
+
     def imports(self, project: str | int) -> list[JSON]:
         return self.get(f"projects/{project}/imports/")["results"]
 
@@ -254,6 +325,10 @@ class Client:
     def queue_status(self, project: str | int) -> JSON:
         """The labelling queue of a project: items by state, live leases, submissions."""
         return self.get(f"projects/{project}/queue/status/")
+
+    def agreement(self, project: str | int) -> JSON:
+        """Agreement between the project's annotators: percent, Fleiss' kappa, per-pair figures."""
+        return self.get(f"projects/{project}/agreement/")
 
     # -- label exports --------------------------------------------------------------------------------
 
@@ -278,6 +353,22 @@ class Client:
                 name = _attachment_name(resp.headers.get("Content-Disposition", "")) or f"export{job_id}"
                 target = target / name
             return self._save_stream(resp, target, on_chunk)
+
+    # -- label imports --------------------------------------------------------------------------------
+
+    def labels_import(self, project: str | int, path: str | os.PathLike[str], format: str) -> JSON:
+        """Upload a label file (jsonl, csv, folder, coco, yolo or voc) to be matched onto the project's
+        assets; -> the queued job."""
+        path = Path(path)
+        with path.open("rb") as fh:
+            return self.post(
+                f"projects/{project}/label-imports/",
+                data={"format": format},
+                files={"file": (path.name, fh, "application/octet-stream")},
+            )
+
+    def label_import_get(self, job_id: int) -> JSON:
+        return self.get(f"labeling/label-imports/{job_id}/")
 
     # -- datasets -------------------------------------------------------------------------------------
 
@@ -332,6 +423,72 @@ class Client:
     def resolve_dataset(self, ref: str | int) -> JSON:
         """A dataset by id or `PROJECT/NAME`."""
         return self._resolve("dataset", ref, self.dataset, self.datasets)
+
+    # -- cleaning: findings, frozen versions, the evaluation set ----------------------------------------
+
+    def dataset_create_frozen(self, project: str | int, **spec: Any) -> JSON:
+        """Create a dataset version and freeze it at once; on a leak (409 `leak`) nothing is created."""
+        required = {"name", "channels", "width", "height", "resize_mode"}
+        body = {k: v for k, v in spec.items() if v is not None or k in required}
+        return self.post(f"projects/{project}/datasets/", {**body, "freeze": True})
+
+    def dataset_freeze(self, dataset_id: int) -> JSON:
+        """Freeze an existing dataset version (409 `version_frozen`, `leak`, `content_mismatch`)."""
+        return self.post(f"datasets/{dataset_id}/freeze/")
+
+    def dataset_explore(self, dataset_id: int, **filters: Any) -> JSON:
+        """One page of a version's items: label, split, finding_kind, changed_since, after, limit."""
+        return self.get(f"datasets/{dataset_id}/explore/", **filters)
+
+    def findings(
+        self,
+        project: str | int,
+        *,
+        kind: str | None = None,
+        decision: str | None = None,
+        after: int | None = None,
+        limit: int = 100,
+    ) -> JSON:
+        """One page of a project's findings: {"results": [...], "next": after-id or None}."""
+        return self.get(f"projects/{project}/findings/", kind=kind, decision=decision, after=after, limit=limit)
+
+    def findings_all(self, project: str | int, **filters: Any) -> list[JSON]:
+        """Every finding matching the filters, page after page."""
+        out: list[JSON] = []
+        after = None
+        while True:
+            page = self.findings(project, after=after, limit=1000, **filters)
+            out.extend(page["results"])
+            after = page.get("next")
+            if not after:
+                return out
+
+    def findings_scan(self, project: str | int) -> JSON:
+        """Queue a cleaning scan of the project."""
+        return self.post(f"projects/{project}/findings/scan/")
+
+    def label_errors_scan(self, dataset_id: int, **options: Any) -> JSON:
+        """Queue a label error scan of a dataset version."""
+        return self.post(f"datasets/{dataset_id}/label-errors/", options)
+
+    def label_error_scan(self, scan_id: int) -> JSON:
+        return self.get(f"label-error-scans/{scan_id}/")
+
+    def finding_decide(self, finding_id: int, *, decision: str, note: str = "", label: str | None = None) -> JSON:
+        body: JSON = {"decision": decision, "note": note}
+        if label is not None:
+            body["label"] = label
+        return self.post(f"findings/{finding_id}/decide/", body)
+
+    def findings_decide_rule(self, project: str | int, rule: str) -> JSON:
+        """Decide every open finding a rule covers; {"rule": ..., "decided": n}."""
+        return self.post(f"projects/{project}/findings/rules/", {"rule": rule})
+
+    def evaluation_set(self, project: str | int) -> JSON:
+        return self.get(f"projects/{project}/evaluation-set/")
+
+    def evaluation_set_update(self, project: str | int, *, add: Sequence[str] = (), remove: Sequence[str] = ()) -> JSON:
+        return self.post(f"projects/{project}/evaluation-set/", {"add": list(add), "remove": list(remove)})
 
     # -- runs -----------------------------------------------------------------------------------------
 

@@ -152,6 +152,10 @@ CRUCIBLE_IMPORT_ROOTS = [
     Path(p).resolve() for p in env.list("CRUCIBLE_IMPORT_ROOTS", default=[str(DATA_DIR / "imports")])
 ]
 CRUCIBLE_MAX_IMAGE_PIXELS = env.int("CRUCIBLE_MAX_IMAGE_PIXELS", default=40_000_000)
+# URL-list imports refuse private, loopback and link-local addresses unless this is on.
+CRUCIBLE_IMPORT_ALLOW_PRIVATE_URLS = env.bool("CRUCIBLE_IMPORT_ALLOW_PRIVATE_URLS", default=False)
+# S3-prefix imports: the endpoint of an S3-compatible store (empty: AWS, or CRUCIBLE_S3_ENDPOINT_URL).
+CRUCIBLE_IMPORT_S3_ENDPOINT_URL = env.str("CRUCIBLE_IMPORT_S3_ENDPOINT_URL", default="")
 # Assets up to this size are appended to content-addressed pack files instead of one file each.
 CRUCIBLE_PACK_MAX_ASSET_BYTES = env.int("CRUCIBLE_PACK_MAX_ASSET_BYTES", default=256 * 1024)
 CRUCIBLE_MAX_UPLOAD_BYTES = env.int("CRUCIBLE_MAX_UPLOAD_BYTES", default=2 * 1024**3)

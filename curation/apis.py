@@ -9,8 +9,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from crucible.core.selectors import project_get
-from curation import selectors, services
-from curation.models import DatasetVersion, ImportJob
+from curation import findings, import_sources, selectors, services
+from curation.models import DatasetVersion, Finding, ImportJob
 
 _CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "BMP": "image/bmp", "PPM": "image/x-portable-anymap"}
 
@@ -69,6 +69,8 @@ class DatasetOutputSerializer(serializers.ModelSerializer):
             "error",
             "content_hash",
             "created_at",
+            "frozen_at",
+            "is_frozen",
         ]
 
     def get_totals(self, obj: DatasetVersion) -> dict[str, int]:
@@ -76,7 +78,9 @@ class DatasetOutputSerializer(serializers.ModelSerializer):
 
 
 class ImportListApi(APIView):
-    """A project's imports (GET) and a new import from a zip upload or a server folder (POST)."""
+    """A project's imports (GET) and a new import (POST): a zip of class subfolders or a server folder,
+    or, with `source_kind`, a manifest, a DIGITS list, URLs, an S3 prefix, texts from a CSV column or a
+    COCO / YOLO / VOC zip."""
 
     parser_classes = [MultiPartParser, FormParser, JSONParser]
 
@@ -84,8 +88,26 @@ class ImportListApi(APIView):
         class Meta:
             ref_name = "ImportListInput"
 
-        file = serializers.FileField(required=False, help_text="a zip of class subfolders")
-        path = serializers.CharField(required=False, allow_blank=False, help_text="a server folder under the roots")
+        source_kind = serializers.ChoiceField(
+            choices=ImportJob.Source.choices,
+            required=False,
+            help_text="zip or folder (the default, from file or path), or one of the other sources",
+        )
+        file = serializers.FileField(required=False, help_text="a zip (class subfolders, a manifest, ...) or a list")
+        path = serializers.CharField(
+            required=False,
+            allow_blank=False,
+            help_text="a server folder or file under the roots, or s3://bucket/prefix",
+        )
+        urls = serializers.ListField(
+            child=serializers.CharField(max_length=4000), required=False, max_length=1_000_000, help_text="http(s) URLs"
+        )
+        column = serializers.CharField(required=False, max_length=200, help_text="text_csv: the column of the texts")
+        label_column = serializers.CharField(
+            required=False, allow_blank=True, max_length=200, help_text="text_csv: the column of the labels"
+        )
+        bucket = serializers.CharField(required=False, max_length=255, help_text="s3: the bucket")
+        prefix = serializers.CharField(required=False, allow_blank=True, max_length=700, help_text="s3: the key prefix")
 
     @extend_schema(responses={200: ImportJobOutputSerializer(many=True)})
     def get(self, request: Request, project: str) -> Response:
@@ -98,9 +120,16 @@ class ImportListApi(APIView):
         obj = project_get(user=request.user, ref=project)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        job = services.import_start(
-            project=obj, user=request.user, upload=data.validated_data.get("file"), path=data.validated_data.get("path")
-        )
+        fields = dict(data.validated_data)
+        kind = fields.pop("source_kind", None)
+        if kind in (None, ImportJob.Source.ZIP, ImportJob.Source.FOLDER):
+            job = services.import_start(
+                project=obj, user=request.user, upload=fields.get("file"), path=fields.get("path")
+            )
+        else:
+            job = import_sources.import_source_start(
+                project=obj, user=request.user, source_kind=kind, upload=fields.pop("file", None), **fields
+            )
         return Response(ImportJobOutputSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -162,6 +191,9 @@ class DatasetListApi(APIView):
         parent = serializers.IntegerField(
             required=False, allow_null=True, default=None, help_text="id of the version this one follows"
         )
+        freeze = serializers.BooleanField(
+            default=False, help_text="freeze it at once (all or nothing: a leak means no version)"
+        )
 
     @extend_schema(
         parameters=[OpenApiParameter("name", str, description="only the version with this name")],
@@ -179,7 +211,9 @@ class DatasetListApi(APIView):
         obj = project_get(user=request.user, ref=project)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        version = services.dataset_version_create(project=obj, user=request.user, **data.validated_data)
+        spec = dict(data.validated_data)
+        create = services.dataset_version_create_frozen if spec.pop("freeze") else services.dataset_version_create
+        version = create(project=obj, user=request.user, **spec)
         return Response(DatasetOutputSerializer(version).data, status=status.HTTP_201_CREATED)
 
 
@@ -239,3 +273,164 @@ class DatasetDiffApi(APIView):
         a = selectors.dataset_version_get(user=request.user, ref=version_id)
         b = selectors.dataset_version_get(user=request.user, ref=other_id)
         return Response(selectors.dataset_version_diff(user=request.user, a=a, b=b, **query.validated_data))
+
+
+class DatasetFreezeApi(APIView):
+    """Freeze a dataset version: checked against its content hash and the evaluation set (409 leak)."""
+
+    @extend_schema(request=None, responses={200: DatasetOutputSerializer})
+    def post(self, request: Request, version_id: int) -> Response:
+        version = selectors.dataset_version_get(user=request.user, ref=version_id)
+        version = services.dataset_version_freeze(version=version, user=request.user)
+        return Response(DatasetOutputSerializer(version).data)
+
+
+class DatasetExploreApi(APIView):
+    """A version's items filtered by class, split, open finding kind and label changes; keyset pages."""
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "DatasetExploreInput"
+
+        label = serializers.CharField(required=False, allow_blank=True)
+        split = serializers.ChoiceField(choices=selectors.SPLITS, required=False)
+        finding_kind = serializers.ChoiceField(choices=Finding.Kind.values, required=False)
+        changed_since = serializers.IntegerField(required=False, help_text="id of an earlier version")
+        after = serializers.IntegerField(required=False, min_value=0, help_text="`next` of the previous page")
+        limit = serializers.IntegerField(min_value=1, max_value=500, default=60)
+
+    @extend_schema(parameters=[InputSerializer], responses={200: OpenApiTypes.OBJECT})
+    def get(self, request: Request, version_id: int) -> Response:
+        query = self.InputSerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        args = dict(query.validated_data)
+        version = selectors.dataset_version_get(user=request.user, ref=version_id)
+        if args.get("changed_since") is not None:
+            args["changed_since"] = selectors.dataset_version_get(user=request.user, ref=args["changed_since"])
+        items, after = selectors.dataset_explore(version=version, **args)
+        url = reverse("curation:asset-content", kwargs={"project": version.project_id, "sha256": "SHA"})
+        for item in items:
+            item["url"] = url.replace("SHA", item["sha256"])
+        return Response({"results": items, "next": after})
+
+
+class FindingOutputSerializer(serializers.ModelSerializer):
+    project = serializers.IntegerField(source="project_id")
+    project_asset = serializers.IntegerField(source="project_asset_id", allow_null=True)
+    sha256 = serializers.CharField(source="project_asset.asset.sha256", allow_null=True, default=None)
+    label = serializers.CharField(source="project_asset.label", allow_null=True, default=None)
+    decided_by = serializers.CharField(source="decided_by.username", allow_null=True, default=None)
+
+    class Meta:
+        model = Finding
+        fields = [
+            "id",
+            "project",
+            "kind",
+            "key",
+            "project_asset",
+            "sha256",
+            "label",
+            "evidence",
+            "decision",
+            "decided_by",
+            "decided_at",
+            "rule",
+            "note",
+            "created_at",
+            "updated_at",
+        ]
+
+
+class FindingListApi(APIView):
+    """A project's findings, filtered by kind and decision, in keyset pages by id."""
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "FindingListInput"
+
+        kind = serializers.ChoiceField(choices=Finding.Kind.values, required=False)
+        decision = serializers.ChoiceField(choices=Finding.Decision.values, required=False)
+        after = serializers.IntegerField(required=False, min_value=0, help_text="`next` of the previous page")
+        limit = serializers.IntegerField(min_value=1, max_value=1000, default=100)
+
+    @extend_schema(parameters=[InputSerializer], responses={200: FindingOutputSerializer(many=True)})
+    def get(self, request: Request, project: str) -> Response:
+        query = self.InputSerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        obj = project_get(user=request.user, ref=project)
+        page, after = findings.finding_list(user=request.user, project=obj, **query.validated_data)
+        return Response({"results": FindingOutputSerializer(page, many=True).data, "next": after})
+
+
+class FindingScanApi(APIView):
+    """Queue a cleaning scan of the project (hashes, then every kind of finding)."""
+
+    @extend_schema(request=None, responses={202: OpenApiTypes.OBJECT})
+    def post(self, request: Request, project: str) -> Response:
+        obj = project_get(user=request.user, ref=project)
+        findings.findings_scan_start(project=obj, user=request.user)
+        return Response({"project": obj.pk, "status": "queued"}, status=status.HTTP_202_ACCEPTED)
+
+
+class FindingDecideApi(APIView):
+    """Decide one open finding: keep, drop, relabel (to `label`, or via the relabel queue) or merge."""
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "FindingDecideInput"
+
+        decision = serializers.ChoiceField(choices=["keep", "drop", "relabel", "merge"])
+        note = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+        label = serializers.CharField(required=False, allow_null=True, default=None, max_length=200)
+
+    @extend_schema(request=InputSerializer, responses={200: FindingOutputSerializer})
+    def post(self, request: Request, finding_id: int) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        finding = findings.finding_get(user=request.user, finding_id=finding_id)
+        decided = findings.finding_decide(finding=finding, user=request.user, **data.validated_data)
+        return Response(FindingOutputSerializer(findings.finding_get(user=request.user, finding_id=decided.pk)).data)
+
+
+class FindingRuleApi(APIView):
+    """Decide every open finding a rule covers: drop_unreadable, keep_oldest_duplicate, relabel_conflicts."""
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "FindingRuleInput"
+
+        rule = serializers.ChoiceField(choices=findings.RULES)
+
+    @extend_schema(request=InputSerializer, responses={200: OpenApiTypes.OBJECT})
+    def post(self, request: Request, project: str) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        obj = project_get(user=request.user, ref=project)
+        decided = findings.findings_decide_by_rule(project=obj, user=request.user, **data.validated_data)
+        return Response({"rule": data.validated_data["rule"], "decided": decided})
+
+
+class EvaluationSetApi(APIView):
+    """The project's evaluation set (GET: its asset hashes) and changes to it (POST add/remove by sha256)."""
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "EvaluationSetInput"
+
+        add = serializers.ListField(child=serializers.CharField(max_length=64), required=False, default=list)
+        remove = serializers.ListField(child=serializers.CharField(max_length=64), required=False, default=list)
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request: Request, project: str) -> Response:
+        obj = project_get(user=request.user, ref=project)
+        members = selectors.evaluation_set(user=request.user, project=obj)
+        return Response({"results": members, "count": len(members)})
+
+    @extend_schema(request=InputSerializer, responses={200: OpenApiTypes.OBJECT})
+    def post(self, request: Request, project: str) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        obj = project_get(user=request.user, ref=project)
+        size = services.evaluation_set_update(project=obj, user=request.user, **data.validated_data)
+        return Response({"count": size})

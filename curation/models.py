@@ -99,6 +99,10 @@ class ProjectAsset(models.Model):
     annotation = models.JSONField(null=True, blank=True)
     source_path = models.CharField(max_length=1000, blank=True, default="")
     import_job = models.ForeignKey(ImportJob, on_delete=models.SET_NULL, null=True, related_name="project_assets")
+    # Dropped by a cleaning decision: left out of new dataset versions.
+    excluded = models.BooleanField(default=False)
+    # A member of the project's evaluation set: never in a train split (new versions put it in test).
+    evaluation = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -146,6 +150,11 @@ class DatasetVersion(models.Model):
     shard_name = models.CharField(max_length=300, blank=True, default="")  # storage prefix of the shards
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set once by `dataset_version_freeze`; a frozen version is never changed again.
+    frozen_at = models.DateTimeField(null=True, blank=True)
+    frozen_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -161,6 +170,10 @@ class DatasetVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.project.name}/{self.name}"
+
+    @property
+    def is_frozen(self) -> bool:
+        return self.frozen_at is not None
 
     @property
     def spec(self) -> dict:
@@ -230,3 +243,126 @@ class LabelEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.project_asset_id}: {self.old_label!r} -> {self.new_label!r} via {self.via}"
+
+
+class AssetHash(models.Model):
+    """What the cleaning scan computed from an asset's pixels, once per asset.
+
+    `phash` is imagehash's 64-bit perceptual hash stored as a signed BIGINT (the unsigned value minus
+    2**64 when the top bit is set); `band0`..`band3` are its four 16-bit quarters (band0 the most
+    significant), indexed so that a single query finds every hash within Hamming distance 3 of another
+    (pigeonhole: one quarter then matches exactly). `pixel_sha256` is the sha256 of the decoded pixels
+    (mode, size, bytes): two files with the same pixels in other encodings share it. An asset that could
+    not be decoded keeps its reason in `error` and no hash.
+    """
+
+    asset = models.OneToOneField(Asset, on_delete=models.CASCADE, primary_key=True, related_name="phash")
+    phash = models.BigIntegerField(null=True, blank=True)
+    band0 = models.IntegerField(null=True, blank=True)
+    band1 = models.IntegerField(null=True, blank=True)
+    band2 = models.IntegerField(null=True, blank=True)
+    band3 = models.IntegerField(null=True, blank=True)
+    pixel_sha256 = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    pixel_std = models.FloatField(null=True, blank=True)  # of the grayscale pixels, 0-255
+    error = models.CharField(max_length=300, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(phash__isnull=True, error__gt="") | models.Q(phash__isnull=False, error=""),
+                name="asset_hash_or_error",
+            ),
+            *[
+                models.CheckConstraint(
+                    condition=models.Q(**{f"band{i}__isnull": True})
+                    | models.Q(**{f"band{i}__gte": 0, f"band{i}__lte": 0xFFFF}),
+                    name=f"asset_hash_band{i}_16_bits",
+                )
+                for i in range(4)
+            ],
+        ]
+        indexes = [models.Index(fields=[f"band{i}"], name=f"asset_hash_band{i}") for i in range(4)]
+
+    def __str__(self) -> str:
+        return f"{self.asset_id}: {self.phash}"
+
+
+class Finding(models.Model):
+    """One thing the cleaning scan found wrong (or worth a look) in a project's data, and its decision.
+
+    Unique per (project, kind, key): a rescan updates the finding it found before instead of adding
+    another. `project_asset` is the main asset involved (the oldest of a duplicate group); the others
+    are listed in `evidence["members"]` (project asset ids) with why they were flagged.
+    """
+
+    class Kind(models.TextChoices):
+        UNREADABLE = "unreadable", "Unreadable or truncated"
+        ODD_SIZE = "odd_size", "Odd size"
+        ODD_MODE = "odd_mode", "Odd colour mode"
+        ODD_ASPECT = "odd_aspect", "Odd aspect ratio"
+        NEAR_BLANK = "near_blank", "Nearly blank"
+        EXACT_DUPLICATE = "exact_duplicate", "Exact duplicate"
+        NEAR_DUPLICATE = "near_duplicate", "Near duplicate"
+        CONFLICTING_LABELS = "conflicting_labels", "Same content, conflicting labels"
+        CLASS_IMBALANCE = "class_imbalance", "Class imbalance"
+        LABEL_ERROR = "label_error", "Likely label error"
+        SPLIT_LEAK = "split_leak", "Train/validation leak"
+
+    class Decision(models.TextChoices):
+        OPEN = "open", "Open"
+        KEEP = "keep", "Keep"
+        DROP = "drop", "Drop"
+        RELABEL = "relabel", "Relabel"
+        MERGE = "merge", "Merge"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="findings")
+    kind = models.CharField(max_length=24, choices=Kind.choices)
+    key = models.CharField(max_length=200)  # identifies the finding within its kind (a group key, an asset hash)
+    project_asset = models.ForeignKey(
+        ProjectAsset, on_delete=models.CASCADE, null=True, blank=True, related_name="findings"
+    )
+    evidence = models.JSONField(default=dict, blank=True)
+    decision = models.CharField(max_length=8, choices=Decision.choices, default=Decision.OPEN)
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    rule = models.CharField(max_length=40, blank=True, default="")  # the rule that decided it, if one did
+    note = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "kind", "key"], name="finding_once_per_key"),
+            models.CheckConstraint(
+                condition=models.Q(
+                    kind__in=[
+                        "unreadable",
+                        "odd_size",
+                        "odd_mode",
+                        "odd_aspect",
+                        "near_blank",
+                        "exact_duplicate",
+                        "near_duplicate",
+                        "conflicting_labels",
+                        "class_imbalance",
+                        "label_error",
+                        "split_leak",
+                    ]
+                ),
+                name="finding_kind_valid",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(decision__in=["open", "keep", "drop", "relabel", "merge"]),
+                name="finding_decision_valid",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(decision="open", decided_at__isnull=True)
+                | (~models.Q(decision="open") & models.Q(decided_at__isnull=False)),
+                name="finding_decided_at_iff_decided",
+            ),
+        ]
+        indexes = [models.Index(fields=["project", "decision", "kind", "id"], name="finding_project_decision")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.key} ({self.decision})"

@@ -17,13 +17,13 @@ import numpy as np
 from django.conf import settings
 from django.core.files.storage import DEFAULT_STORAGE_ALIAS, FileSystemStorage, Storage, default_storage, storages
 from django.db import connection
-from django.db.models import Count, F, QuerySet, Window
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Window
 from django.db.models.functions import RowNumber
 
 from crucible.core.errors import Conflict, NotFound, ValidationFailed
 from crucible.core.models import Project, User
 from crucible.core.selectors import project_get, require_read
-from curation.models import Asset, DatasetItem, DatasetVersion, ImportJob, ProjectAsset
+from curation.models import Asset, DatasetItem, DatasetVersion, Finding, ImportJob, LabelEvent, ProjectAsset
 
 SPLITS = ("train", "val", "test")
 SHARD_FILES = tuple(f"{split}_{kind}.npy" for split in SPLITS for kind in ("x", "y"))
@@ -308,8 +308,89 @@ def dataset_version_diff(*, user: User, a: DatasetVersion, b: DatasetVersion, li
             for (old, new), n in sorted(relabels.items(), key=lambda kv: (-kv[1], natural_key(kv[0][0])))
         ],
         "limit": limit,
-        "items": {kind: _diff_items(kind, a, b, limit) if summary[kind] else [] for kind in DIFF_LISTS},
+        "items": _with_label_changes(
+            a, b, {kind: _diff_items(kind, a, b, limit) if summary[kind] else [] for kind in DIFF_LISTS}
+        ),
     }
+
+
+def _with_label_changes(a: DatasetVersion, b: DatasetVersion, items: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """Add to each listed relabelled item who changed its label last between the two versions' creation
+    and through what (`changed_by`: actor, via, ref, at; None when no change was logged): one query."""
+    relabelled = items.get("relabelled") or []
+    if not relabelled:
+        return items
+    since, until = sorted((a.created_at, b.created_at))
+    events = (
+        LabelEvent.objects.filter(
+            project_asset__project_id=a.project_id,
+            project_asset__asset__sha256__in=[i["sha256"] for i in relabelled],
+            created_at__gt=since,
+            created_at__lte=until,
+        )
+        .order_by("project_asset_id", "-created_at", "-id")
+        .values_list("project_asset__asset__sha256", "actor__username", "via", "ref", "new_label", "created_at")
+    )
+    latest: dict[str, dict] = {}
+    for sha, actor, via, ref, new_label, at in events:
+        latest.setdefault(sha, {"actor": actor, "via": via, "ref": ref, "label": new_label, "at": at.isoformat()})
+    for item in relabelled:
+        item["changed_by"] = latest.get(item["sha256"])
+    return items
+
+
+def dataset_explore(
+    *,
+    version: DatasetVersion,
+    label: str | None = None,
+    split: str | None = None,
+    finding_kind: str | None = None,
+    changed_since: DatasetVersion | None = None,
+    after: int | None = None,
+    limit: int = 60,
+) -> tuple[list[dict], int | None]:
+    """A page of a version's items filtered by class, split, kind of open finding on the asset, and
+    "label changed since version X" (not in X, or in X with another label); keyset pages by item id.
+
+    Returns the items and the `after` of the next page (None at the end). One query per page.
+    """
+    if split and split not in SPLITS:
+        raise ValidationFailed(f"unknown split {split!r}; one of {', '.join(SPLITS)}", fields={"split": "invalid"})
+    if finding_kind and finding_kind not in Finding.Kind.values:
+        raise ValidationFailed(f"unknown finding kind {finding_kind!r}", fields={"finding_kind": "invalid"})
+    if changed_since is not None and changed_since.project_id != version.project_id:
+        raise ValidationFailed("changed_since must be a version of the same project", code="different_projects")
+    qs = DatasetItem.objects.filter(version=version)
+    if label:
+        qs = qs.filter(label=label)
+    if split:
+        qs = qs.filter(split=split)
+    if finding_kind:
+        qs = qs.filter(
+            Exists(
+                Finding.objects.filter(
+                    project_id=version.project_id,
+                    kind=finding_kind,
+                    decision=Finding.Decision.OPEN,
+                    project_asset__asset_id=OuterRef("asset_id"),
+                )
+            )
+        )
+    if changed_since is not None:
+        qs = qs.exclude(
+            Exists(
+                DatasetItem.objects.filter(
+                    version=changed_since, asset_id=OuterRef("asset_id"), label=OuterRef("label")
+                )
+            )
+        )
+    if after:
+        qs = qs.filter(pk__gt=after)
+    rows = list(qs.order_by("pk").values("pk", "asset__sha256", "label", "split")[: limit + 1])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    page = [{"id": r["pk"], "sha256": r["asset__sha256"], "label": r["label"], "split": r["split"]} for r in rows]
+    return page, (rows[-1]["pk"] if more and rows else None)
 
 
 def _spec_changes(a: DatasetVersion, b: DatasetVersion) -> list[dict]:
@@ -421,3 +502,38 @@ def dataset_split_arrays(*, version: DatasetVersion, split: str) -> tuple[np.nda
     # An empty array cannot be memory-mapped; it costs nothing to load.
     x = np.load(x_path, mmap_mode="r") if len(y) else np.load(x_path)
     return x, y
+
+
+def evaluation_set(*, user: User, project: Project) -> list[dict]:
+    """The project's evaluation-set members: asset hash and label, by hash."""
+    require_read(user=user, project=project)
+    rows = ProjectAsset.objects.filter(project=project, evaluation=True).order_by("asset__sha256")
+    return [{"sha256": sha, "label": label} for sha, label in rows.values_list("asset__sha256", "label")]
+
+
+def project_assets_near(*, user: User, project: Project, phash: int, radius: int = 3) -> list[dict]:
+    """The project's images whose pHash is within `radius` (0-3) of `phash` (signed or unsigned), closest
+    first: one indexed query on the four 16-bit bands (within 3 bits, one band matches exactly)."""
+    from curation.hashing import bands, to_unsigned
+
+    require_read(user=user, project=project)
+    if not 0 <= radius <= 3:
+        raise ValidationFailed("radius must be between 0 and 3", fields={"radius": "0 to 3"})
+    b = bands(phash)
+    rows = (
+        ProjectAsset.objects.filter(project=project)
+        .filter(
+            Q(asset__phash__band0=b[0])
+            | Q(asset__phash__band1=b[1])
+            | Q(asset__phash__band2=b[2])
+            | Q(asset__phash__band3=b[3])
+        )
+        .values_list("pk", "asset__sha256", "label", "asset__phash__phash")
+    )
+    target = to_unsigned(phash)
+    found = []
+    for pk, sha, label, value in rows:
+        distance = (to_unsigned(value) ^ target).bit_count()
+        if distance <= radius:
+            found.append({"project_asset": pk, "sha256": sha, "label": label, "distance": distance})
+    return sorted(found, key=lambda r: (r["distance"], r["sha256"]))

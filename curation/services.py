@@ -513,6 +513,15 @@ def _import_files(job: ImportJob) -> None:
     max_pixels = settings.CRUCIBLE_MAX_IMAGE_PIXELS
     writer = AssetWriter()
     source = _Source(job)
+    if job.source_kind == ImportJob.Source.TEXT_CSV:
+        from curation import import_sources
+
+        import_sources.import_texts(job)  # texts are not decoded as images
+        return
+    if job.source_kind not in (ImportJob.Source.ZIP, ImportJob.Source.FOLDER):
+        from curation import import_sources
+
+        source = import_sources.source_for(job)  # manifests, DIGITS lists, URLs, S3, annotated zips
     # Three stages run at once, each on its own thread: files are read, decoded and hashed on one
     # (CPU bound, no database), written on another (waits on the file system), and this thread
     # looks assets up and inserts rows once their files exist (waits on the database). Only this
@@ -554,6 +563,9 @@ def _import_files(job: ImportJob) -> None:
             f"{len(errors)} files could not be used"
             + (f" (the first {MAX_STORED_ERRORS} are listed)" if len(errors) > MAX_STORED_ERRORS else "")
         )
+    finish = getattr(source, "finish", None)
+    if finish is not None:  # the sources of curation.import_sources: box labels, notes for the message
+        parts.extend(finish(errors))
     status = ImportJob.Status.DONE if readable or not entries else ImportJob.Status.FAILED
     if not readable:
         parts = ["no readable image was found", *parts[1:]]
@@ -569,6 +581,9 @@ def _import_files(job: ImportJob) -> None:
     if job.source_kind == ImportJob.Source.ZIP:
         # The images are stored by content now; the upload itself is no longer needed.
         default_storage.delete(job.source)
+    upload = getattr(source, "upload", None)
+    if upload:
+        default_storage.delete(upload)
 
 
 def _prepare_batch(batch: list[_Decoded]) -> tuple[dict[str, _Decoded], dict[str, int], list[_Decoded]]:
@@ -652,6 +667,7 @@ def _store_batch(
                         "mode",
                         "format",
                         "created_at",
+                        "kind",  # plain SQL: the model's default is not applied
                     ],
                     [
                         (
@@ -663,6 +679,7 @@ def _store_batch(
                             item.mode,
                             item.format,
                             now,
+                            Asset.Kind.IMAGE.value,
                         )
                         for item in new
                     ],
@@ -712,6 +729,17 @@ def _insert_ignoring_conflicts(
     """
     if not rows:
         return []
+    # Columns the caller does not name get their model defaults: plain SQL applies none, and a column
+    # added to the model later (a flag with a default) would otherwise be inserted as NULL.
+    unnamed = [
+        f
+        for f in model._meta.concrete_fields
+        if not f.primary_key and f.column not in columns and f.has_default() and not callable(f.default)
+    ]
+    if unnamed:
+        defaults = tuple(f.get_db_prep_save(f.default, connection) for f in unnamed)
+        columns = [*columns, *(f.column for f in unnamed)]
+        rows = [(*r, *defaults) for r in rows]
     quote = connection.ops.quote_name
     names = ", ".join(quote(c) for c in columns)
     table = f"{quote(model._meta.db_table)} ({names})"
@@ -848,12 +876,18 @@ def dataset_version_create(
             fields={"name": "taken"},
         )
     seed = split_seed if split_seed is not None else secrets.randbelow(2**31)
+    # Dropped assets (cleaning decisions) are left out; evaluation-set members go to the test split
+    # whatever their split key says, so they never train (a split key of 2.0 is past every cut).
     rows = list(
-        ProjectAsset.objects.filter(project=project).exclude(label="").values_list("asset_id", "asset__sha256", "label")
+        ProjectAsset.objects.filter(project=project, excluded=False)
+        .exclude(label="")
+        .values_list("asset_id", "asset__sha256", "label", "evaluation")
     )
     by_class: dict[str, list[tuple[float, float, int, str]]] = {}
-    for asset_id, sha, label in rows:
+    for asset_id, sha, label, evaluation in rows:
         split_key, order_key = _split_keys(seed, sha)
+        if evaluation:
+            split_key = 2.0
         by_class.setdefault(label, []).append((order_key, split_key, asset_id, sha))
     excluded = []
     for label in list(by_class):
@@ -874,7 +908,10 @@ def dataset_version_create(
     manifest: dict[str, list[tuple[str, int, str]]] = {split: [] for split in SPLITS}
     for label, items in by_class.items():
         for _order_key, split_key, asset_id, sha in items:
-            split = "val" if split_key < val_cut else "test" if split_key < test_cut else "train"
+            if split_key > 1.0:
+                split = "test"  # an evaluation-set member
+            else:
+                split = "val" if split_key < val_cut else "test" if split_key < test_cut else "train"
             manifest[split].append((sha, asset_id, label))
     if not manifest["train"]:
         raise ValidationFailed(
@@ -1106,3 +1143,180 @@ def _fail_version(version_id: int, error: str) -> None:
     DatasetVersion.objects.filter(pk=version_id, status=DatasetVersion.Status.MATERIALIZING).update(
         status=DatasetVersion.Status.FAILED, error=error
     )
+
+
+# Frozen versions, the evaluation set and the leak guard
+
+
+def leak_radius() -> int:
+    """Hamming radius of pHashes within which a train image counts as a copy of an evaluation image
+    (settings: CRUCIBLE_LEAK_RADIUS, default the near-duplicate radius)."""
+    from curation.findings import near_duplicate_radius
+
+    return int(getattr(settings, "CRUCIBLE_LEAK_RADIUS", near_duplicate_radius()))
+
+
+def require_unfrozen(*, version: DatasetVersion) -> None:
+    """Refuse to change a frozen version (409 version_frozen): every service that edits one calls this."""
+    if version.frozen_at is not None:
+        raise Conflict(
+            f"dataset {version.name!r} is frozen since {version.frozen_at:%Y-%m-%d %H:%M} UTC and cannot change",
+            code="version_frozen",
+        )
+
+
+# Lines "sha256<TAB>label<TAB>split<LF>" in the order Python sorts them: hashes are 64 hex characters and
+# unique in a version, so ordering by the hash alone (bytewise: COLLATE "C") orders the whole lines.
+_MANIFEST_HASH_SQL = """
+    SELECT encode(sha256(convert_to(
+        %s || COALESCE(string_agg(s.sha256 || chr(9) || i.label || chr(9) || i.split || chr(10), ''
+                                  ORDER BY s.sha256 COLLATE "C"), ''),
+        'UTF8')), 'hex')
+    FROM {item} i INNER JOIN {asset} s ON s.id = i.asset_id
+    WHERE i.version_id = %s
+"""
+
+
+def dataset_version_manifest_hash(*, version: DatasetVersion) -> str:
+    """The content hash of a version recomputed from its items: sha256 of the spec, then of every
+    "sha256<TAB>label<TAB>split" line in sorted order (as `dataset_version_create` computes it)."""
+    spec = json.dumps(version.spec, sort_keys=True)
+    if connection.vendor == "postgresql":
+        # The same digest computed by the database: lines in byte order (COLLATE "C", as Python sorts
+        # UTF-8 strings), hashed where they are, instead of a million rows sent over and sorted here.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _MANIFEST_HASH_SQL.format(
+                    item=connection.ops.quote_name(DatasetItem._meta.db_table),
+                    asset=connection.ops.quote_name(Asset._meta.db_table),
+                ),
+                [spec, version.pk],
+            )
+            return cursor.fetchone()[0]
+    digest = hashlib.sha256(spec.encode())
+    rows = DatasetItem.objects.filter(version=version).values_list("asset__sha256", "label", "split")
+    lines = [f"{sha}\t{label}\t{split}\n" for sha, label, split in rows.iterator(chunk_size=20_000)]
+    lines.sort()
+    digest.update("".join(lines).encode())
+    return digest.hexdigest()
+
+
+def dataset_version_leaks(*, version: DatasetVersion, radius: int | None = None) -> list[dict]:
+    """Train items of `version` that are an evaluation-set member or within `radius` of one.
+
+    Exact: the member's own asset in the train split. Near: pHash within the radius (assets without a
+    hash are hashed first). One row per (member, train asset), closest first.
+    """
+    from curation.findings import asset_hashes_ensure
+    from curation.hashing import cross_pairs
+
+    radius = leak_radius() if radius is None else radius
+    members = list(
+        ProjectAsset.objects.filter(project=version.project_id, evaluation=True).values_list("asset_id", flat=True)
+    )
+    if not members:
+        return []
+    unhashed = DatasetItem.objects.filter(version=version, split="train", asset__phash__isnull=True)
+    asset_hashes_ensure(asset_ids=[*members, *unhashed.values_list("asset_id", flat=True)])
+    # One filter() call: both conditions on the same project asset row, not on any two.
+    exact = DatasetItem.objects.filter(
+        version=version,
+        split="train",
+        asset__project_assets__evaluation=True,
+        asset__project_assets__project=version.project_id,
+    ).values_list("asset__sha256", flat=True)
+    offenders = {(sha, sha): 0 for sha in exact}
+    queries = list(
+        Asset.objects.filter(pk__in=members, phash__phash__isnull=False).values_list("sha256", "phash__phash")
+    )
+    # Ids and hashes only (two integers a row): the hashes of the few offenders are looked up after.
+    train = np.array(
+        DatasetItem.objects.filter(version=version, split="train", asset__phash__phash__isnull=False).values_list(
+            "asset_id", "asset__phash__phash"
+        ),
+        dtype=np.int64,
+    ).reshape(-1, 2)
+    if queries and len(train):
+        pairs = cross_pairs(np.array([q[1] for q in queries], dtype=np.int64), train[:, 1], radius)
+        train_ids = train[pairs[:, 1], 0].tolist()
+        shas = dict(Asset.objects.filter(pk__in=set(train_ids)).values_list("pk", "sha256"))
+        for (q, _t, d), asset_id in zip(pairs.tolist(), train_ids, strict=True):
+            offenders.setdefault((queries[q][0], shas[asset_id]), d)
+    rows = [{"evaluation": e, "train": t, "distance": d} for (e, t), d in offenders.items()]
+    return sorted(rows, key=lambda r: (r["distance"], r["evaluation"], r["train"]))
+
+
+def dataset_version_freeze(*, version: DatasetVersion, user: User) -> DatasetVersion:
+    """Freeze a version: check its stored content hash against its items and that no evaluation-set
+    member (or a copy within the leak radius) is in its train split, then mark it frozen for good.
+
+    409 version_frozen when it already is; 409 content_mismatch when the items no longer give the
+    recorded hash; 409 leak listing the offending (evaluation, train) pairs. Nothing is changed on
+    failure.
+    """
+    require_write(user=user, project=version.project)
+    with transaction.atomic():
+        locked = DatasetVersion.objects.select_for_update().select_related("project").get(pk=version.pk)
+        require_unfrozen(version=locked)
+        if locked.status == DatasetVersion.Status.FAILED:
+            raise Conflict(f"dataset {locked.name!r} failed and cannot be frozen", code="dataset_failed")
+        content_hash = dataset_version_manifest_hash(version=locked)
+        if content_hash != locked.content_hash:
+            raise Conflict(
+                f"the items of dataset {locked.name!r} no longer match its content hash",
+                code="content_mismatch",
+                fields={"content_hash": locked.content_hash, "computed": content_hash},
+            )
+        leaks = dataset_version_leaks(version=locked)
+        if leaks:
+            raise Conflict(
+                f"{len(leaks)} train image(s) of dataset {locked.name!r} are evaluation-set images or near "
+                f"copies of them (within {leak_radius()} bits)",
+                code="leak",
+                fields={"offenders": leaks[:100], "count": len(leaks)},
+            )
+        locked.frozen_at = timezone.now()
+        locked.frozen_by = user
+        locked.save(update_fields=["frozen_at", "frozen_by"])
+        audit(actor=user, project=locked.project, verb="dataset.freeze", target=locked.name, content_hash=content_hash)
+    return locked
+
+
+def dataset_version_create_frozen(**spec) -> DatasetVersion:
+    """`dataset_version_create` then `dataset_version_freeze`, all or nothing: a version that would not
+    freeze (a leak) is not created, and its shards are queued only once it is frozen."""
+    with transaction.atomic():
+        version = dataset_version_create(**spec)
+        return dataset_version_freeze(version=version, user=spec["user"])
+
+
+def evaluation_set_update(
+    *, project: Project, user: User, add: list[str] | None = None, remove: list[str] | None = None
+) -> int:
+    """Add assets (by sha256) to the project's evaluation set, or remove them; returns the set's size.
+
+    Members never enter a train split of a new version; freezing a version refuses one whose train
+    split holds a member or a near copy of one. Unknown hashes fail the whole update (400 unknown_asset).
+    """
+    require_write(user=user, project=project)
+    add = [s.lower() for s in add or []]
+    remove = [s.lower() for s in remove or []]
+    wanted = set(add) | set(remove)
+    if set(add) & set(remove):
+        raise ValidationFailed("an asset cannot be both added and removed", fields={"remove": "also in add"})
+    found = set(
+        ProjectAsset.objects.filter(project=project, asset__sha256__in=wanted).values_list("asset__sha256", flat=True)
+    )
+    missing = sorted(wanted - found)
+    if missing:
+        raise ValidationFailed(
+            f"{len(missing)} asset(s) are not in {project.name!r}",
+            code="unknown_asset",
+            fields={"assets": [m[:12] for m in missing[:20]]},
+        )
+    with transaction.atomic():
+        ProjectAsset.objects.filter(project=project, asset__sha256__in=add).update(evaluation=True)
+        ProjectAsset.objects.filter(project=project, asset__sha256__in=remove).update(evaluation=False)
+        size = ProjectAsset.objects.filter(project=project, evaluation=True).count()
+        audit(actor=user, project=project, verb="evaluation_set.update", added=len(add), removed=len(remove))
+    return size

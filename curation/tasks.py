@@ -15,3 +15,14 @@ def import_run(*, job_id: int) -> None:
 def dataset_materialize(*, version_id: int) -> None:
     # Safe to deliver twice: shards are built aside and published by content hash; ready versions are skipped.
     services.dataset_materialize(version_id=version_id)
+
+
+@shared_task(name="curation.findings_scan", acks_late=True, time_limit=6 * 3600, soft_time_limit=6 * 3600 - 60)
+def findings_scan(*, project_id: int) -> None:
+    # Safe to deliver twice: hashes are computed once per asset and findings are unique per key.
+    from crucible.core.models import Project
+    from curation.findings import findings_scan as scan
+
+    project = Project.objects.filter(pk=project_id).first()
+    if project is not None:
+        scan(project=project)

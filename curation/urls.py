@@ -13,4 +13,11 @@ urlpatterns = [
     path("datasets/<int:version_id>/", apis.DatasetDetailApi.as_view(), name="dataset-detail"),
     path("datasets/<int:version_id>/gallery/", apis.DatasetGalleryApi.as_view(), name="dataset-gallery"),
     path("datasets/<int:version_id>/diff/<int:other_id>/", apis.DatasetDiffApi.as_view(), name="dataset-diff"),
+    path("datasets/<int:version_id>/freeze/", apis.DatasetFreezeApi.as_view(), name="dataset-freeze"),
+    path("datasets/<int:version_id>/explore/", apis.DatasetExploreApi.as_view(), name="dataset-explore"),
+    path("projects/<str:project>/findings/", apis.FindingListApi.as_view(), name="finding-list"),
+    path("projects/<str:project>/findings/scan/", apis.FindingScanApi.as_view(), name="finding-scan"),
+    path("projects/<str:project>/findings/rules/", apis.FindingRuleApi.as_view(), name="finding-rule"),
+    path("findings/<int:finding_id>/decide/", apis.FindingDecideApi.as_view(), name="finding-decide"),
+    path("projects/<str:project>/evaluation-set/", apis.EvaluationSetApi.as_view(), name="evaluation-set"),
 ]

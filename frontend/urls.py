@@ -15,6 +15,7 @@ urlpatterns = [
     path("projects/<str:ref>/", views.project_page, name="project"),
     path("projects/<str:ref>/label/", views.label_page, name="label"),
     path("projects/<str:ref>/queue/", views.queue_page, name="queue"),
+    path("projects/<str:ref>/review/", views.review_page, name="review"),
     path("datasets/<int:pk>/", views.dataset_page, name="dataset"),
     path("runs/<int:pk>/", views.run_page, name="run"),
 ]

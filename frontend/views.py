@@ -18,7 +18,7 @@ from django.utils import timezone
 from crucible.core.errors import Forbidden, NotFound
 from crucible.core.models import READ_DATA_ROLES, WRITE_DATA_ROLES, Membership, Project, Role
 from crucible.core.selectors import project_get, project_list, project_role, require_read
-from curation.models import DatasetVersion, ImportJob
+from curation.models import DatasetVersion, Finding, ImportJob
 from curation.selectors import project_class_counts
 from labeling import stats
 from labeling.models import Annotation
@@ -27,6 +27,8 @@ from training.models import Epoch, TrainingRun
 
 SPLITS = ("train", "val", "test")
 IMPORTS_SHOWN = 20
+# The annotator page asks the server for the annotator's figures again after this many submissions.
+LABEL_FIGURES_EVERY = 5
 
 
 def console_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -118,8 +120,10 @@ def label_page(request: HttpRequest, ref: str) -> HttpResponse:
     role = project_role(user=request.user, project=project)
     try:
         _schema, classes = label_schema_get(project=project, user=request.user)
+        kind, kind_label = _schema.kind, _schema.get_kind_display()
     except NotFound:
         classes = []
+        kind, kind_label = "", ""
     # Today's submissions of this annotator in this project, and the newest id among them, so the
     # script counts only annotations stored after the page was rendered (a retried submission whose
     # first try did reach the server is already in this count).
@@ -133,6 +137,8 @@ def label_page(request: HttpRequest, ref: str) -> HttpResponse:
         "classes": [{"name": c.name, "key": c.key} for c in classes],
         "today_count": figures["count"] or 0,
         "today_last_id": figures["last_id"] or 0,
+        "kind": kind,
+        "figures_every": LABEL_FIGURES_EVERY,
     }
     context = {
         "project": project,
@@ -140,6 +146,9 @@ def label_page(request: HttpRequest, ref: str) -> HttpResponse:
         "can_open": role in READ_DATA_ROLES,
         "classes": classes,
         "skip_key_free": not any(c.key.lower() == "s" for c in classes),
+        "undo_key_free": not any(c.key.lower() == "z" for c in classes),
+        "kind": kind,
+        "kind_label": kind_label,
         "config": config,
     }
     return render(request, "frontend/label.html", context)
@@ -153,6 +162,8 @@ def queue_page(request: HttpRequest, ref: str) -> HttpResponse:
     queue = stats.queue_stats(project=project)
     throughput = stats.throughput_by_hour(project=project, hours=24)
     annotators = stats.annotator_table(project=project)
+    gold_items = stats.gold_items(project=project)
+    reviews = stats.review_outcomes(project=project)
     queue_settings = queue_settings_get(project=project, user=request.user)
     chart = {
         "hours": [row["hour"].isoformat() for row in throughput],
@@ -167,8 +178,43 @@ def queue_page(request: HttpRequest, ref: str) -> HttpResponse:
         "annotators": annotators,
         "queue_settings": queue_settings,
         "chart": chart,
+        "gold_items": gold_items,
+        "gold_answered": sum(g["answered"] for g in gold_items),
+        "gold_correct": sum(g["correct"] for g in gold_items),
+        "reviews": reviews,
+        "page_config": {"project_id": project.pk, "can_write": role in WRITE_DATA_ROLES},
     }
     return render(request, "frontend/queue.html", context)
+
+
+@console_page
+def review_page(request: HttpRequest, ref: str) -> HttpResponse:
+    """The review page (reviewers, engineers, admins): open review tasks one at a time; its script reads
+    and decides them through the API."""
+    project: Project = project_get(user=request.user, ref=ref)
+    role = require_read(user=request.user, project=project)
+    try:
+        review_schema, review_classes = label_schema_get(project=project, user=request.user)
+        review_kind = review_schema.kind
+    except NotFound:
+        review_classes, review_kind = [], ""
+    outcomes = stats.review_outcomes(project=project)
+    config = {
+        "project": project.name,
+        "project_id": project.pk,
+        "kind": review_kind,
+        "classes": [{"name": c.name, "key": c.key} for c in review_classes],
+        "counts": {k: outcomes[k] for k in ("open", "accepted", "rejected", "fixed")},
+    }
+    context = {
+        "project": project,
+        "role": role,
+        "kind": review_kind,
+        "classes": review_classes,
+        "counts": config["counts"],
+        "config": config,
+    }
+    return render(request, "frontend/review.html", context)
 
 
 @console_page
@@ -210,6 +256,7 @@ def dataset_page(request: HttpRequest, pk: int) -> HttpResponse:
         "runs": runs,
         "continuable": continuable,
         "finished_statuses": [s.value for s in TrainingRun.FINISHED],
+        "finding_kinds": Finding.Kind.choices,
     }
     return render(request, "frontend/dataset.html", context)
 

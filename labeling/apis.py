@@ -12,8 +12,10 @@ from rest_framework.views import APIView
 
 from crucible.core.errors import Conflict, NotFound
 from crucible.core.selectors import project_get
+from curation import texts
+from curation.models import Asset
 from curation.selectors import AssetUnreadable, asset_read_bytes
-from labeling import exports, selectors, services
+from labeling import exports, gold, review, selectors, services
 from labeling.models import Annotation, ExportJob, Lease
 
 _CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "BMP": "image/bmp", "PPM": "image/x-portable-anymap"}
@@ -22,6 +24,10 @@ _CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "BMP": "image/bmp", 
 class LabelClassSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     key = serializers.CharField(max_length=1, trim_whitespace=False)
+
+
+class LabelClassInputSerializer(LabelClassSerializer):
+    renamed_from = serializers.CharField(max_length=200, required=False, allow_blank=True)
 
 
 class LabelSchemaOutputSerializer(serializers.Serializer):
@@ -34,6 +40,8 @@ class LabelSchemaOutputSerializer(serializers.Serializer):
 class LeaseOutputSerializer(serializers.ModelSerializer):
     lease = serializers.IntegerField(source="pk")
     item = serializers.IntegerField(source="item_id")
+    kind = serializers.CharField(source="item.project_asset.asset.kind")
+    text = serializers.SerializerMethodField()
     sha256 = serializers.CharField(source="item.project_asset.asset.sha256")
     width = serializers.IntegerField(source="item.project_asset.asset.width")
     height = serializers.IntegerField(source="item.project_asset.asset.height")
@@ -41,9 +49,15 @@ class LeaseOutputSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Lease
-        fields = ["lease", "item", "sha256", "width", "height", "image_url", "created_at", "expires_at"]
+        fields = ["lease", "item", "kind", "text", "sha256", "width", "height", "image_url", "created_at", "expires_at"]
 
-    def get_image_url(self, obj: Lease) -> str:
+    def get_text(self, obj: Lease) -> str | None:
+        # A storage read, not a query: texts travel inline so that the page needs no second request.
+        return selectors.asset_text(obj.item.project_asset.asset)
+
+    def get_image_url(self, obj: Lease) -> str | None:
+        if obj.item.project_asset.asset.kind != "image":
+            return None
         return reverse("labeling:lease-image", kwargs={"lease_id": obj.pk})
 
 
@@ -53,7 +67,7 @@ class AnnotationOutputSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Annotation
-        fields = ["id", "item", "annotator", "result", "time_spent_ms", "idempotency_key", "created_at"]
+        fields = ["id", "item", "annotator", "result", "time_spent_ms", "idempotency_key", "status", "created_at"]
 
 
 def _schema_body(schema, classes) -> dict:
@@ -74,8 +88,10 @@ class LabelSchemaApi(APIView):
         class Meta:
             ref_name = "LabelSchemaInput"
 
-        kind = serializers.ChoiceField(choices=["single_label"], default="single_label")
-        classes = LabelClassSerializer(many=True)
+        # Checked by the service, so that a bad kind answers `invalid_schema`.
+        kind = serializers.CharField(default="single_label", max_length=32)
+        classes = LabelClassInputSerializer(many=True)
+        removed = serializers.DictField(child=serializers.DictField(), required=False, default=dict)
 
     @extend_schema(responses={200: LabelSchemaOutputSerializer})
     def get(self, request: Request, project: str) -> Response:
@@ -88,7 +104,7 @@ class LabelSchemaApi(APIView):
         obj = project_get(user=request.user, ref=project)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        services.label_schema_set(project=obj, user=request.user, classes=data.validated_data["classes"])
+        services.label_schema_set(project=obj, user=request.user, **data.validated_data)
         schema, classes = selectors.label_schema_get(project=obj, user=request.user)
         return Response(_schema_body(schema, classes))
 
@@ -131,6 +147,12 @@ class QueueSettingsApi(APIView):
         # Checked by the service against the whitelist of orders, so that a bad one answers `invalid_order`.
         order = serializers.CharField(default="sequential", max_length=32)
         lease_ttl_seconds = serializers.IntegerField(required=False, allow_null=True, default=None)
+        # Left out: kept as they are. Ranges are checked by the service.
+        gold_rate = serializers.FloatField(required=False)
+        gold_min_accuracy = serializers.FloatField(required=False)
+        gold_min_answers = serializers.IntegerField(required=False)
+        gold_window = serializers.IntegerField(required=False)
+        review_rate = serializers.FloatField(required=False)
 
     class OutputSerializer(serializers.Serializer):
         class Meta:
@@ -141,6 +163,11 @@ class QueueSettingsApi(APIView):
         orders = serializers.ListField(child=serializers.CharField())
         lease_ttl_seconds = serializers.IntegerField()
         lease_ttl_default = serializers.BooleanField()
+        gold_rate = serializers.FloatField()
+        gold_min_accuracy = serializers.FloatField()
+        gold_min_answers = serializers.IntegerField()
+        gold_window = serializers.IntegerField()
+        review_rate = serializers.FloatField()
 
     @extend_schema(responses={200: OutputSerializer})
     def get(self, request: Request, project: str) -> Response:
@@ -176,6 +203,7 @@ class QueueStatusApi(APIView):
         items = serializers.DictField(child=serializers.IntegerField())
         items_total = serializers.IntegerField()
         live_leases = serializers.IntegerField()
+        expired_unswept = serializers.IntegerField()
         submissions = serializers.IntegerField()
 
     @extend_schema(responses={200: OutputSerializer})
@@ -189,15 +217,19 @@ class LeaseImageApi(APIView):
 
     @extend_schema(responses={(200, "image/*"): OpenApiTypes.BINARY})
     def get(self, request: Request, lease_id: int) -> HttpResponse:
-        asset = selectors.leased_asset(lease_id=lease_id, user=request.user)
-        try:
-            data = asset_read_bytes(asset)
-        except AssetUnreadable:
-            raise NotFound(f"the file of asset {asset.sha256[:12]} is missing from storage") from None
-        response = HttpResponse(data, content_type=_CONTENT_TYPES.get(asset.format, "application/octet-stream"))
-        # Private and not cached: the right to see it ends with the lease.
-        response["Cache-Control"] = "private, no-store"
-        return response
+        asset = selectors.image_of(selectors.leased_asset(lease_id=lease_id, user=request.user))
+        return _image_response(asset)
+
+
+def _image_response(asset: Asset) -> HttpResponse:
+    try:
+        data = asset_read_bytes(asset)
+    except AssetUnreadable:
+        raise NotFound(f"the file of asset {asset.sha256[:12]} is missing from storage") from None
+    response = HttpResponse(data, content_type=_CONTENT_TYPES.get(asset.format, "application/octet-stream"))
+    # Private and not cached: the right to see it ends with the lease (or the role).
+    response["Cache-Control"] = "private, no-store"
+    return response
 
 
 class LeaseHeartbeatApi(APIView):
@@ -352,3 +384,230 @@ class ExportFileApi(APIView):
             filename=posixpath.basename(job.file_name),
             content_type=exports.CONTENT_TYPES[job.format],
         )
+
+
+# Undo, returned work and the annotator's own figures
+
+
+class AnnotationUndoApi(APIView):
+    """Take back a submission while its lease has not expired: the lease is live again."""
+
+    @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT})
+    def post(self, request: Request, annotation_id: int) -> Response:
+        annotation, lease = services.annotation_undo(annotation_id=annotation_id, annotator=request.user)
+        return Response({"annotation": annotation.pk, "lease": LeaseOutputSerializer(lease).data})
+
+
+class AnnotationReviseApi(APIView):
+    """A new answer for one of the caller's rejected annotations."""
+
+    @extend_schema(request=AnnotationSubmitApi.InputSerializer, responses={201: AnnotationOutputSerializer})
+    def post(self, request: Request, annotation_id: int) -> Response:
+        data = AnnotationSubmitApi.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        revision = review.annotation_revise(annotation_id=annotation_id, annotator=request.user, **data.validated_data)
+        return Response(AnnotationOutputSerializer(revision).data, status=status.HTTP_201_CREATED)
+
+
+class ReturnedListApi(APIView):
+    """The caller's rejected annotations in the project, not yet revised, with the reviewer's comment."""
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request: Request, project: str) -> Response:
+        obj = project_get(user=request.user, ref=project)
+        return Response({"results": selectors.returned_list(project=obj, user=request.user)})
+
+
+class ReturnedImageApi(APIView):
+    """The image of one of the caller's returned annotations."""
+
+    @extend_schema(responses={(200, "image/*"): OpenApiTypes.BINARY})
+    def get(self, request: Request, annotation_id: int) -> HttpResponse:
+        return _image_response(selectors.returned_asset(annotation_id=annotation_id, user=request.user))
+
+
+class MeApi(APIView):
+    """The caller's own figures in the project."""
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request: Request, project: str) -> Response:
+        obj = project_get(user=request.user, ref=project)
+        return Response(selectors.me_get(project=obj, user=request.user))
+
+
+# Review
+
+
+class ReviewsListApi(APIView):
+    """The project's reviews (reviewers, engineers, admins); keyset pages by id."""
+
+    class FilterSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "ReviewsFilter"
+
+        state = serializers.ChoiceField(choices=["open", "accepted", "rejected", "fixed", "all"], default="open")
+        after = serializers.IntegerField(default=0, min_value=0)
+        limit = serializers.IntegerField(
+            default=selectors.REVIEWS_LIMIT_DEFAULT, min_value=1, max_value=selectors.REVIEWS_LIMIT_MAX
+        )
+
+    @extend_schema(parameters=[FilterSerializer], responses={200: OpenApiTypes.OBJECT})
+    def get(self, request: Request, project: str) -> Response:
+        obj = project_get(user=request.user, ref=project)
+        params = self.FilterSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        args = dict(params.validated_data)
+        if args["state"] == "all":
+            args["state"] = None
+        results, next_after = selectors.reviews_list(project=obj, user=request.user, **args)
+        return Response({"results": results, "next_after": next_after})
+
+
+class ReviewsSummaryApi(APIView):
+    """Reviews by state and by annotator."""
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request: Request, project: str) -> Response:
+        obj = project_get(user=request.user, ref=project)
+        return Response(selectors.reviews_summary(project=obj, user=request.user))
+
+
+class ReviewDecideApi(APIView):
+    """Accept, reject (with a comment) or fix (with a result) an open review."""
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "ReviewDecideInput"
+
+        # Checked by the service, so that a bad action answers `invalid_action`.
+        action = serializers.CharField(max_length=16)
+        comment = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+        result = serializers.JSONField(required=False, default=None)
+        annotation = serializers.IntegerField(required=False, allow_null=True, default=None)
+
+    @extend_schema(request=InputSerializer, responses={200: OpenApiTypes.OBJECT})
+    def post(self, request: Request, review_id: int) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        review.review_decide(
+            review_id=review_id,
+            user=request.user,
+            action=v["action"],
+            comment=v["comment"],
+            result=v["result"],
+            annotation_id=v["annotation"],
+        )
+        return Response(selectors.review_get(review_id=review_id, user=request.user))
+
+
+class ItemImageApi(APIView):
+    """The image of a queue item, for reviewers, engineers and admins."""
+
+    @extend_schema(responses={(200, "image/*"): OpenApiTypes.BINARY})
+    def get(self, request: Request, item_id: int) -> HttpResponse:
+        return _image_response(selectors.item_asset(item_id=item_id, user=request.user))
+
+
+# Gold and annotators
+
+
+class GoldApi(APIView):
+    """The project's gold items: listed (GET) and added (POST) by engineers."""
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "GoldAddInput"
+
+        class GoldItemSerializer(serializers.Serializer):
+            project_asset_id = serializers.IntegerField()
+            result = serializers.JSONField()
+
+        items = GoldItemSerializer(many=True)
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request: Request, project: str) -> Response:
+        obj = project_get(user=request.user, ref=project)
+        return Response({"results": selectors.gold_list(project=obj, user=request.user)})
+
+    @extend_schema(request=InputSerializer, responses={201: OpenApiTypes.OBJECT})
+    def post(self, request: Request, project: str) -> Response:
+        obj = project_get(user=request.user, ref=project)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        created = gold.gold_items_add(project=obj, user=request.user, items=data.validated_data["items"])
+        return Response({"created": created}, status=status.HTTP_201_CREATED)
+
+
+class GoldItemApi(APIView):
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, item_id: int) -> Response:
+        gold.gold_item_delete(item_id=item_id, user=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class AnnotatorsListApi(APIView):
+    """The project's annotators with their figures and whether they are paused (engineers)."""
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request: Request, project: str) -> Response:
+        obj = project_get(user=request.user, ref=project)
+        return Response({"results": selectors.annotators_list(project=obj, user=request.user)})
+
+
+def _annotator_status_body(obj) -> dict:
+    return {"annotator": obj.annotator_id, "paused": obj.paused, "reason": obj.reason}
+
+
+class AnnotatorPauseApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "AnnotatorPauseInput"
+
+        reason = serializers.CharField(max_length=500)
+
+    @extend_schema(request=InputSerializer, responses={200: OpenApiTypes.OBJECT})
+    def post(self, request: Request, project: str, user_id: int) -> Response:
+        obj = project_get(user=request.user, ref=project)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        paused = gold.annotator_pause(
+            project=obj, user=request.user, annotator_id=user_id, reason=data.validated_data["reason"]
+        )
+        return Response(_annotator_status_body(paused))
+
+
+class AnnotatorResumeApi(APIView):
+    @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT})
+    def post(self, request: Request, project: str, user_id: int) -> Response:
+        obj = project_get(user=request.user, ref=project)
+        resumed = gold.annotator_resume(project=obj, user=request.user, annotator_id=user_id)
+        return Response(_annotator_status_body(resumed))
+
+
+# Text items
+
+
+class TextsAddApi(APIView):
+    """Add texts to the project as text items (engineers)."""
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "TextsAddInput"
+
+        # Lengths are checked by the service, so that a long text answers `invalid_texts`.
+        texts = serializers.ListField(child=serializers.CharField(trim_whitespace=False, allow_blank=True))
+        labels = serializers.ListField(
+            child=serializers.CharField(allow_blank=True, trim_whitespace=False),
+            required=False,
+            allow_null=True,
+            default=None,
+        )
+
+    @extend_schema(request=InputSerializer, responses={201: OpenApiTypes.OBJECT})
+    def post(self, request: Request, project: str) -> Response:
+        obj = project_get(user=request.user, ref=project)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        ids, created = texts.text_assets_import(project=obj, user=request.user, **data.validated_data)
+        return Response({"created": created, "project_asset_ids": ids}, status=status.HTTP_201_CREATED)

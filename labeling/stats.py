@@ -1,5 +1,5 @@
 """Figures of a project's labelling queue for the engineer console: queue state, throughput per hour,
-and one row per annotator.
+one row per annotator (with gold accuracy and paused state), the gold items, and review outcomes.
 
 Reads only, with no access check (the caller checks it), and a fixed number of aggregate queries
 whatever the size of the queue or the number of annotators: nothing here loops over rows with a
@@ -16,7 +16,7 @@ from django.db.models.functions import RowNumber, TruncHour
 from django.utils import timezone
 
 from crucible.core.models import Membership, Project, Role
-from labeling.models import Annotation, ItemState, Lease, QueueItem
+from labeling.models import Annotation, AnnotatorStatus, ItemState, Lease, QueueItem, ReviewState, ReviewTask
 
 
 def _day_start() -> dt.datetime:
@@ -120,7 +120,8 @@ def _medians_ms(project: Project) -> dict[int, float]:
 def annotator_table(*, project: Project) -> list[dict[str, Any]]:
     """One row per annotator of the project (members with the annotator role, and anyone who has
     submitted or holds a lease): submissions today and in all, median seconds per item, live leases,
-    last activity (latest submission or claim). Busiest first. Four queries."""
+    last activity (latest submission or claim), gold answers (all of them: answered, correct, accuracy)
+    and whether they are paused, with the reason. Busiest first. Five queries."""
     now = timezone.now()
     rows: dict[int, dict[str, Any]] = {}
 
@@ -134,6 +135,11 @@ def annotator_table(*, project: Project) -> list[dict[str, Any]]:
                 "median_seconds": None,
                 "live_leases": 0,
                 "last_activity": None,
+                "gold_answered": 0,
+                "gold_correct": 0,
+                "gold_accuracy": None,
+                "paused": False,
+                "reason": "",
             }
         return rows[user_id]
 
@@ -148,6 +154,8 @@ def annotator_table(*, project: Project) -> list[dict[str, Any]]:
             total=Count("pk"),
             today=Count("pk", filter=Q(created_at__gte=_day_start())),
             last=Max("created_at"),
+            gold_answered=Count("pk", filter=Q(is_gold=True)),
+            gold_correct=Count("pk", filter=Q(is_gold=True, gold_correct=True)),
         )
         .order_by()
     )
@@ -156,6 +164,18 @@ def annotator_table(*, project: Project) -> list[dict[str, Any]]:
         entry["submissions_total"] = r["total"]
         entry["submissions_today"] = r["today"]
         entry["last_activity"] = r["last"]
+        entry["gold_answered"] = r["gold_answered"]
+        entry["gold_correct"] = r["gold_correct"]
+        if r["gold_answered"]:
+            entry["gold_accuracy"] = r["gold_correct"] / r["gold_answered"]
+
+    statuses = AnnotatorStatus.objects.filter(project=project).values_list(
+        "annotator_id", "annotator__username", "paused", "reason"
+    )
+    for annotator_id, username, paused, reason in statuses:
+        entry = row(annotator_id, username)
+        entry["paused"] = paused
+        entry["reason"] = reason if paused else ""
 
     leased = (
         Lease.objects.filter(item__project=project)
@@ -174,3 +194,64 @@ def annotator_table(*, project: Project) -> list[dict[str, Any]]:
             rows[annotator_id]["median_seconds"] = median_ms / 1000
 
     return sorted(rows.values(), key=lambda r: (-r["submissions_total"], r["username"]))
+
+
+def gold_items(*, project: Project) -> list[dict[str, Any]]:
+    """The project's gold items, oldest first, with their known answer and how often they were answered
+    and answered correctly (one query)."""
+    rows = (
+        QueueItem.objects.filter(project=project, is_gold=True)
+        .annotate(
+            answered=Count("annotations", filter=Q(annotations__is_gold=True)),
+            correct=Count("annotations", filter=Q(annotations__is_gold=True, annotations__gold_correct=True)),
+        )
+        .order_by("pk")
+        .values("pk", "project_asset_id", "project_asset__source_path", "gold_result", "answered", "correct")
+    )
+    return [
+        {
+            "item": r["pk"],
+            "project_asset_id": r["project_asset_id"],
+            "source_path": r["project_asset__source_path"],
+            "result": r["gold_result"],
+            "answered": r["answered"],
+            "correct": r["correct"],
+            "accuracy": (r["correct"] / r["answered"]) if r["answered"] else None,
+        }
+        for r in rows
+    ]
+
+
+def review_outcomes(*, project: Project) -> dict[str, Any]:
+    """Review tasks by state, and per annotator of a reviewed annotation: reviewed (decided), accepted,
+    rejected, fixed and still open. Disagreement reviews, which review no single annotation, count
+    in the totals only. Two queries."""
+    by_state = dict(ReviewTask.objects.filter(project=project).values_list("state").annotate(n=Count("pk")).order_by())
+    totals = {state: by_state.get(state, 0) for state in ReviewState.values}
+    rows = (
+        ReviewTask.objects.filter(project=project, annotation__isnull=False)
+        .values("annotation__annotator_id", "annotation__annotator__username")
+        .annotate(
+            open=Count("pk", filter=Q(state=ReviewState.OPEN)),
+            accepted=Count("pk", filter=Q(state=ReviewState.ACCEPTED)),
+            rejected=Count("pk", filter=Q(state=ReviewState.REJECTED)),
+            fixed=Count("pk", filter=Q(state=ReviewState.FIXED)),
+        )
+        .order_by("annotation__annotator__username")
+    )
+    by_annotator = []
+    for r in rows:
+        reviewed = r["accepted"] + r["rejected"] + r["fixed"]
+        by_annotator.append(
+            {
+                "annotator_id": r["annotation__annotator_id"],
+                "username": r["annotation__annotator__username"],
+                "open": r["open"],
+                "reviewed": reviewed,
+                "accepted": r["accepted"],
+                "rejected": r["rejected"],
+                "fixed": r["fixed"],
+                "accepted_share": (r["accepted"] / reviewed) if reviewed else None,
+            }
+        )
+    return {**totals, "total": sum(totals.values()), "by_annotator": by_annotator}

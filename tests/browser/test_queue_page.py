@@ -6,11 +6,20 @@ from playwright.sync_api import expect
 
 from crucible.core.models import Membership, Project, Role, User
 from labeling import services
-from labeling.models import Annotation, QueueItem, QueueSettings
+from labeling.models import Annotation, AnnotatorStatus, QueueItem, QueueSettings, ReviewTask
 from tests.browser.conftest import log_in
 from tests.labeling.conftest import CLASSES, add_assets
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+# The machine running the suite may be busy: waits are generous, they end as soon as the page is ready.
+expect.set_options(timeout=20_000)
+
+
+@pytest.fixture
+def page(page):
+    page.set_default_timeout(90_000)
+    return page
 
 
 @pytest.fixture
@@ -73,4 +82,51 @@ def test_engineer_reads_the_queue_and_changes_its_order(page, queue, shot):
     expect(page.locator('#settings-form select[name="order"]')).to_have_value("random")
     expect(canvas).to_have_attribute("data-drawn", "24")
     shot(page, "queue-page")
+    assert page.js_errors == []
+
+
+def test_engineer_reads_agreement_and_pauses_an_annotator(page, queue, shot):
+    # bea disagrees with ann on two of the six items both labelled; one of ann's answers is reviewed.
+    items = list(QueueItem.objects.filter(project=queue).order_by("pk"))
+    Annotation.objects.filter(item__in=items[:2], annotator__username="bea").update(result={"label": "dog"})
+    reviewed = Annotation.objects.filter(item=items[0], annotator__username="ann").get()
+    ReviewTask.objects.create(
+        project=queue, item=items[0], annotation=reviewed, reason="sample", state="accepted", decided_at=timezone.now()
+    )
+    QueueItem.objects.filter(pk=items[11].pk).update(is_gold=True, gold_result={"label": "cat"})
+    Annotation.objects.create(
+        item=items[11],
+        annotator=User.objects.get(username="ann"),
+        result={"label": "cat"},
+        time_spent_ms=900,
+        idempotency_key="gold-1",
+        is_gold=True,
+        gold_correct=True,
+    )
+
+    log_in(page, "eng", "pw-eng")
+    page.goto("/projects/pets/queue/")
+    expect(page.locator("#agreement-scope")).to_contain_text("6 item(s) with two or more annotators", timeout=30_000)
+    expect(page.locator("#agreement-percent")).to_have_text("66.7%")
+    expect(page.locator('#agreement-pairs tr[data-pair="ann-bea"] td').nth(2)).to_have_text("6")
+    expect(page.locator("#gold-summary")).to_have_text("1 item, 1 of 1 answers correct")
+    expect(page.locator("#review-accepted")).to_have_text("1")
+    ann_row = page.locator('#annotator-table tr[data-annotator="ann"]')
+    expect(ann_row.locator(".gold-cell")).to_contain_text("100%")
+
+    bea_row = page.locator('#annotator-table tr[data-annotator="bea"]')
+    bea_row.locator(".pause-btn").click()
+    bea_row.locator(".pause-reason-input").fill("labels dogs as cats")
+    bea_row.locator(".pause-reason-input").press("Enter")
+    expect(bea_row.locator(".status-paused")).to_have_text("paused")
+    expect(bea_row.locator(".pause-reason")).to_have_text("labels dogs as cats")
+    status = AnnotatorStatus.objects.get(project=queue, annotator__username="bea")
+    assert status.paused and status.reason == "labels dogs as cats"
+    shot(page, "queue-page-review")
+
+    bea_row.locator(".resume-btn").click()
+    expect(bea_row.locator(".status-active")).to_have_text("active")
+    assert AnnotatorStatus.objects.get(project=queue, annotator__username="bea").paused is False
+    page.reload()
+    expect(bea_row.locator(".status-active")).to_have_text("active")
     assert page.js_errors == []

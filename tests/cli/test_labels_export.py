@@ -73,7 +73,7 @@ def test_export_csv_and_folder_with_json_output(cli, labelled, eager_tasks, tmp_
 
 def test_export_errors_are_one_line(cli, project, eager_tasks, tmp_path):
     assert "not found" in one_error_line(cli("labels", "export", "nope", "--format", "csv", "-o", str(tmp_path / "x")))
-    result = cli("labels", "export", project.name, "--format", "coco", "-o", str(tmp_path / "x"))
+    result = cli("labels", "export", project.name, "--format", "xml", "-o", str(tmp_path / "x"))
     assert result.exit_code == 2  # click refuses the choice before asking the server
 
 
@@ -83,3 +83,18 @@ def test_export_by_an_annotator_is_forbidden(anon_cli, project, annotator, tmp_p
     env = {**anon_cli.env, "CRUCIBLE_TOKEN": token_for(user=annotator)}
     result = type(anon_cli)(env)("labels", "export", project.name, "--format", "csv", "-o", str(tmp_path / "x"))
     assert "forbidden" in one_error_line(result)
+
+
+def test_export_coco(cli, labelled, eager_tasks, tmp_path):
+    out = tmp_path / "coco.json"
+    result = cli("labels", "export", labelled.name, "--format", "coco", "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    coco = json.loads(out.read_text())
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    assert len(coco["images"]) == 3
+    assert sorted(names[a["category_id"]] for a in coco["annotations"]) == ["cat", "cat", "dog"]
+
+
+def test_export_in_a_format_the_schema_does_not_fit_is_one_line(cli, labelled, eager_tasks, tmp_path):
+    line = one_error_line(cli("labels", "export", labelled.name, "--format", "yolo", "-o", str(tmp_path / "x")))
+    assert "does not fit a single_label schema" in line and "(format_unsupported)" in line

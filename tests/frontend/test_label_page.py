@@ -32,9 +32,10 @@ def test_label_page_renders_for_members(client, project, schema, member, role):
     assert "frontend/js/label.js" in html
     for cls in CLASSES:
         assert f'data-key="{cls["key"]}"' in html and cls["name"] in html
-    assert "<kbd>Z</kbd>" not in html  # undo is not in the backend yet: no hint for it
+    assert "<kbd>Z</kbd> to undo" in html and "<kbd>S</kbd> to skip" in html
     cfg = config(resp)
     assert cfg["project_id"] == project.pk and cfg["today_count"] == 0
+    assert cfg["kind"] == "single_label" and cfg["figures_every"] >= 1
     assert [c["key"] for c in cfg["classes"]] == ["c", "d", "b"]
 
 
@@ -67,3 +68,45 @@ def test_home_links_members_to_the_label_page(client, project, annotator, engine
     client.force_login(engineer)
     html = client.get("/").content.decode()
     assert f'href="/projects/{project.name}/label/"' in html and f'href="/projects/{project.name}/"' in html
+
+
+@pytest.mark.parametrize(
+    ("kind", "help_text"),
+    [
+        ("single_label", "to pick it"),
+        ("multi_label", "to switch it on or off"),
+        ("boxes", "Drag on the image to draw a box"),
+    ],
+)
+def test_label_page_renders_the_schema_kind(client, project, engineer, annotator, kind, help_text):
+    services.label_schema_set(project=project, user=engineer, classes=CLASSES, kind=kind)
+    client.force_login(annotator)
+    resp = client.get(f"/projects/{project.name}/label/")
+    html = resp.content.decode()
+    assert config(resp)["kind"] == kind
+    assert f'data-kind="{kind}"' in html and help_text in html
+    others = {"single_label": "to pick it", "multi_label": "switch it on or off", "boxes": "Drag on the image"}
+    assert not any(text in html for k, text in others.items() if k != kind)
+    # Boxes get a colour per class (the colour of their boxes), in the order of the classes.
+    swatches = [f'<i class="swatch c{i}"></i>' for i in range(len(CLASSES))]
+    assert all(s in html for s in swatches) == (kind == "boxes")
+    assert ('class="chips"' in html) == (kind != "single_label")
+
+
+def test_label_page_leaves_out_the_hints_of_keys_taken_by_classes(client, project, engineer, annotator):
+    classes = [{"name": "zebra", "key": "z"}, {"name": "snake", "key": "S"}]
+    services.label_schema_set(project=project, user=engineer, classes=classes)
+    client.force_login(annotator)
+    html = client.get(f"/projects/{project.name}/label/").content.decode()
+    assert 'data-key="z"' in html and 'data-key="S"' in html
+    assert "<kbd>Z</kbd> to undo" not in html and "<kbd>S</kbd> to skip" not in html
+    assert "Undo <kbd>Z</kbd>" not in html and "Skip <kbd>S</kbd>" not in html
+    assert 'id="undo-btn"' in html and 'id="skip-btn"' in html  # the buttons stay
+
+
+def test_label_page_has_places_for_the_annotators_figures_and_returned_work(client, project, schema, annotator):
+    client.force_login(annotator)
+    html = client.get(f"/projects/{project.name}/label/").content.decode()
+    for element in ("today-count", "per-hour", "gold-accuracy", "returned-btn", "review-comment", "paused-reason"):
+        assert f'id="{element}"' in html
+    assert 'id="check-again"' in html and "Check again" in html

@@ -4,7 +4,7 @@ import pytest
 
 from crucible.core.models import Role
 from labeling import services
-from labeling.models import Annotation, QueueItem
+from labeling.models import Annotation, AnnotatorStatus, QueueItem, ReviewTask
 from tests.labeling.conftest import CLASSES, add_assets
 
 
@@ -76,3 +76,53 @@ def test_project_page_links_to_the_queue(client, project, engineer):
     html = client.get(f"/projects/{project.name}/").content.decode()
     assert f'href="/projects/{project.name}/queue/">Queue</a>' in html
     assert f'href="/projects/{project.name}/label/">Label</a>' in html
+
+
+@pytest.fixture
+def reviewed(queued, engineer):
+    """The queued project with a gold item answered twice (once right), a paused annotator and reviews."""
+    worker = queued.memberships.get(user__username="worker").user
+    items = list(QueueItem.objects.filter(project=queued).order_by("pk"))
+    gold = items[2]
+    QueueItem.objects.filter(pk=gold.pk).update(is_gold=True, gold_result={"label": "dog"})
+    for i, correct in enumerate([True, False]):
+        Annotation.objects.create(
+            item=gold,
+            annotator=worker,
+            result={"label": "dog" if correct else "cat"},
+            time_spent_ms=1000,
+            idempotency_key=f"g{i}",
+            is_gold=True,
+            gold_correct=correct,
+        )
+    AnnotatorStatus.objects.create(project=queued, annotator=worker, paused=True, reason="too many gold misses")
+    sampled = Annotation.objects.get(idempotency_key="k1")
+    ReviewTask.objects.create(project=queued, item=sampled.item, annotation=sampled, reason="sample")
+    ReviewTask.objects.create(project=queued, item=items[1], reason="disagreement")
+    return queued
+
+
+def test_queue_page_shows_gold_pauses_and_review_outcomes(client, reviewed, engineer, django_assert_max_num_queries):
+    client.force_login(engineer)
+    with django_assert_max_num_queries(30):
+        resp = client.get(f"/projects/{reviewed.name}/queue/")
+    html = resp.content.decode()
+    assert resp.status_code == 200
+    # The annotator row: gold accuracy 1 of 2, paused with its reason, and a Resume button.
+    assert 'data-paused="true" class="paused"' in html and "too many gold misses" in html
+    assert '50% <span class="muted small">1/2</span>' in html
+    assert 'class="resume-btn"' in html and 'class="pause-btn danger"' not in html
+    # The gold items: one, answered twice, once correctly.
+    assert "1 item, 1 of 2 answers correct" in html
+    assert 'id="gold-table"' in html and '<span class="chip">dog</span>' in html
+    # Review outcomes: two open, and the worker's open sampled review.
+    assert 'id="review-open">2<' in html and 'id="review-accepted">0<' in html
+    assert 'id="review-table"' in html and f'href="/projects/{reviewed.name}/review/">Review (2)</a>' in html
+    # Agreement is read by the page's script from the API.
+    assert f'data-url="/api/v1/projects/{reviewed.pk}/agreement/"' in html
+
+
+def test_queue_page_for_reviewers_has_no_pause_buttons(client, reviewed, member):
+    client.force_login(member(reviewed, Role.REVIEWER, "rev"))
+    html = client.get(f"/projects/{reviewed.name}/queue/").content.decode()
+    assert "too many gold misses" in html and 'class="resume-btn"' not in html

@@ -50,7 +50,13 @@ def test_annotator_labels_through_the_api(api, queue, project, engineer, annotat
     # The image is readable only while the lease is held.
     assert api(annotator).get(first["image_url"]).status_code == 404
     status = api(engineer).get(f"/api/v1/projects/{project.name}/queue/status/").json()
-    assert status == {"items": {"open": 3, "done": 1}, "items_total": 4, "live_leases": 2, "submissions": 1}
+    assert status == {
+        "items": {"open": 3, "done": 1},
+        "items_total": 4,
+        "live_leases": 2,
+        "expired_unswept": 0,
+        "submissions": 1,
+    }
 
 
 def test_submit_without_lease_is_409_and_unknown_class_400(api, queue, project, annotator, member):

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from crucible.core.models import Role
 from labeling import services, stats
-from labeling.models import Annotation, Lease, QueueItem
+from labeling.models import Annotation, AnnotatorStatus, Lease, QueueItem, ReviewTask
 from tests.labeling.conftest import CLASSES, add_assets
 
 NOW = dt.datetime(2026, 3, 10, 14, 20, tzinfo=dt.UTC)
@@ -145,7 +145,97 @@ def test_query_count_does_not_grow_with_annotators(small_queue, member, django_a
     assert _query_counts(small_queue) == before
     with django_assert_max_num_queries(3):
         stats.queue_stats(project=small_queue)
-    with django_assert_max_num_queries(4):
+    with django_assert_max_num_queries(5):
         stats.annotator_table(project=small_queue)
     with django_assert_max_num_queries(1):
         stats.throughput_by_hour(project=small_queue)
+
+
+@pytest.fixture
+def gold_and_reviews(small_queue):
+    """Two gold items (ann1 answers both, one right; ann2 one, right), ann2 paused, and reviews."""
+    project = small_queue
+    ann1, ann2 = (project.memberships.get(user__username=n).user for n in ("ann1", "ann2"))
+    gold_ids = add_assets(project, 2, start=300)
+    engineer = project.memberships.get(role=Role.ENGINEER).user
+    services.queue_items_add(project=project, user=engineer, project_asset_ids=gold_ids)
+    gold = list(QueueItem.objects.filter(project_asset_id__in=gold_ids).order_by("pk"))
+    QueueItem.objects.filter(pk__in=[g.pk for g in gold]).update(is_gold=True, gold_result={"label": "cat"})
+    for i, (item, user, correct) in enumerate([(gold[0], ann1, True), (gold[1], ann1, False), (gold[0], ann2, True)]):
+        Annotation.objects.create(
+            item=item,
+            annotator=user,
+            result={"label": "cat" if correct else "dog"},
+            time_spent_ms=1000,
+            idempotency_key=f"g{i}",
+            is_gold=True,
+            gold_correct=correct,
+        )
+    AnnotatorStatus.objects.create(project=project, annotator=ann2, paused=True, reason="gold accuracy 40%")
+    ordinary = {a.annotator.username: a for a in Annotation.objects.filter(is_gold=False).select_related("annotator")}
+    first = list(Annotation.objects.filter(annotator=ann1, is_gold=False).order_by("pk"))
+    ReviewTask.objects.create(project=project, item=first[0].item, annotation=first[0], reason="sample")
+    ReviewTask.objects.create(
+        project=project, item=first[1].item, annotation=first[1], reason="sample", state="accepted", decided_at=NOW
+    )
+    ReviewTask.objects.create(
+        project=project, item=first[2].item, annotation=first[2], reason="sample", state="rejected", decided_at=NOW
+    )
+    ReviewTask.objects.create(
+        project=project,
+        item=ordinary["ann2"].item,
+        annotation=ordinary["ann2"],
+        reason="sample",
+        state="fixed",
+        fixed_result={"label": "dog"},
+        decided_at=NOW,
+    )
+    ReviewTask.objects.create(project=project, item=gold[1], reason="disagreement")  # no annotation
+    return project, gold
+
+
+def test_annotator_table_has_gold_accuracy_and_paused_state(gold_and_reviews):
+    project, _gold = gold_and_reviews
+    by_name = {r["username"]: r for r in stats.annotator_table(project=project)}
+    assert (by_name["ann1"]["gold_answered"], by_name["ann1"]["gold_correct"]) == (2, 1)
+    assert by_name["ann1"]["gold_accuracy"] == 0.5 and by_name["ann1"]["paused"] is False
+    assert by_name["ann2"]["gold_accuracy"] == 1.0
+    assert (by_name["ann2"]["paused"], by_name["ann2"]["reason"]) == (True, "gold accuracy 40%")
+    assert by_name["ann3"]["gold_accuracy"] is None and by_name["ann3"]["gold_answered"] == 0
+
+
+def test_gold_items_count_answers_and_correct_ones(gold_and_reviews, django_assert_max_num_queries):
+    project, gold = gold_and_reviews
+    with django_assert_max_num_queries(1):
+        rows = stats.gold_items(project=project)
+    assert [(r["item"], r["answered"], r["correct"], r["accuracy"]) for r in rows] == [
+        (gold[0].pk, 2, 2, 1.0),
+        (gold[1].pk, 1, 0, 0.0),
+    ]
+    assert rows[0]["result"] == {"label": "cat"}
+
+
+def test_review_outcomes_by_state_and_annotator(gold_and_reviews, django_assert_max_num_queries):
+    project, _gold = gold_and_reviews
+    with django_assert_max_num_queries(2):
+        out = stats.review_outcomes(project=project)
+    assert {k: out[k] for k in ("open", "accepted", "rejected", "fixed", "total")} == {
+        "open": 2,
+        "accepted": 1,
+        "rejected": 1,
+        "fixed": 1,
+        "total": 5,
+    }
+    assert [
+        (r["username"], r["open"], r["reviewed"], r["accepted"], r["rejected"], r["fixed"]) for r in out["by_annotator"]
+    ] == [
+        ("ann1", 1, 2, 1, 1, 0),
+        ("ann2", 0, 1, 0, 0, 1),
+    ]
+    assert out["by_annotator"][0]["accepted_share"] == 0.5
+
+
+def test_an_empty_project_has_no_gold_nor_reviews(frozen, project):
+    assert stats.gold_items(project=project) == []
+    out = stats.review_outcomes(project=project)
+    assert out["total"] == 0 and out["by_annotator"] == []
