@@ -146,6 +146,10 @@ STORAGES = {
 }
 # Local cache of materialized shards and checkpoints on each worker, keyed by content hash.
 CRUCIBLE_CACHE_DIR = Path(env.str("CRUCIBLE_CACHE_DIR", default=str(DATA_DIR / "cache")))
+# Dataset versions whose preprocessed image (channels*width*height bytes) is at most this keep raw
+# uint8 npy shards; larger ones store each image as a lossless PNG (curation.shards). Part of the
+# content hash of encoded versions: web and workers must agree on it.
+CRUCIBLE_SHARD_RAW_MAX_BYTES = env.int("CRUCIBLE_SHARD_RAW_MAX_BYTES", default=64 * 64 * 3)
 
 # Imports from server folders are allowed only under these roots.
 CRUCIBLE_IMPORT_ROOTS = [
@@ -156,6 +160,10 @@ CRUCIBLE_MAX_IMAGE_PIXELS = env.int("CRUCIBLE_MAX_IMAGE_PIXELS", default=40_000_
 CRUCIBLE_IMPORT_ALLOW_PRIVATE_URLS = env.bool("CRUCIBLE_IMPORT_ALLOW_PRIVATE_URLS", default=False)
 # S3-prefix imports: the endpoint of an S3-compatible store (empty: AWS, or CRUCIBLE_S3_ENDPOINT_URL).
 CRUCIBLE_IMPORT_S3_ENDPOINT_URL = env.str("CRUCIBLE_IMPORT_S3_ENDPOINT_URL", default="")
+# Cleaning: the Hamming radius (bits of the 64-bit perceptual hash, 0-7) within which two images are
+# near duplicates, and the radius the leak guard uses when a version is frozen (default: the same).
+CRUCIBLE_NEAR_DUPLICATE_RADIUS = env.int("CRUCIBLE_NEAR_DUPLICATE_RADIUS", default=4)
+CRUCIBLE_LEAK_RADIUS = env.int("CRUCIBLE_LEAK_RADIUS", default=CRUCIBLE_NEAR_DUPLICATE_RADIUS)
 # Assets up to this size are appended to content-addressed pack files instead of one file each.
 CRUCIBLE_PACK_MAX_ASSET_BYTES = env.int("CRUCIBLE_PACK_MAX_ASSET_BYTES", default=256 * 1024)
 CRUCIBLE_MAX_UPLOAD_BYTES = env.int("CRUCIBLE_MAX_UPLOAD_BYTES", default=2 * 1024**3)

@@ -337,6 +337,9 @@ class FindingOutputSerializer(serializers.ModelSerializer):
             "decided_at",
             "rule",
             "note",
+            "verdict",
+            "verdict_label",
+            "verdict_at",
             "created_at",
             "updated_at",
         ]

@@ -576,3 +576,31 @@ def findings_scan_start(*, project: Project, user: User) -> None:
 
     audit(actor=user, project=project, verb="findings.scan_queued", target=project.name)
     transaction.on_commit(lambda: findings_scan_task.delay(project_id=project.pk))
+
+
+def label_error_verdict_record(*, project_asset_id: int, label: str, item_id: int) -> int:
+    """The annotators' answer for an asset sent back for relabelling, onto its label-error findings:
+    "confirmed" when they gave the label the finding questioned, "fixed" when they gave another (now
+    the asset's label). An open finding is decided by it (keep or relabel, rule "annotators", ref the
+    queue item in its note). Returns how many findings were updated."""
+    updated = 0
+    now = timezone.now()
+    for finding in (
+        Finding.objects.select_for_update()
+        .filter(project_asset_id=project_asset_id, kind=Kind.LABEL_ERROR)
+        .order_by("pk")
+    ):
+        given = finding.evidence.get("given") if isinstance(finding.evidence, dict) else None
+        finding.verdict = "confirmed" if label == given else "fixed"
+        finding.verdict_label = label
+        finding.verdict_at = now
+        fields = ["verdict", "verdict_label", "verdict_at", "updated_at"]
+        if finding.decision == Decision.OPEN:
+            finding.decision = Decision.KEEP if finding.verdict == "confirmed" else Decision.RELABEL
+            finding.decided_at = now
+            finding.rule = "annotators"
+            finding.note = f"relabel queue item {item_id}"
+            fields += ["decision", "decided_at", "rule", "note"]
+        finding.save(update_fields=fields)
+        updated += 1
+    return updated

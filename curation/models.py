@@ -328,12 +328,20 @@ class Finding(models.Model):
     decided_at = models.DateTimeField(null=True, blank=True)
     rule = models.CharField(max_length=40, blank=True, default="")  # the rule that decided it, if one did
     note = models.TextField(blank=True, default="")
+    # What the annotators said when the finding's asset went through the relabel queue (label errors):
+    # "confirmed" (they gave the label it had) or "fixed" (they gave another, now its label).
+    verdict = models.CharField(max_length=16, blank=True, default="")
+    verdict_label = models.CharField(max_length=200, blank=True, default="")
+    verdict_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["project", "kind", "key"], name="finding_once_per_key"),
+            models.CheckConstraint(
+                condition=models.Q(verdict__in=["", "confirmed", "fixed"]), name="finding_verdict_valid"
+            ),
             models.CheckConstraint(
                 condition=models.Q(
                     kind__in=[

@@ -23,6 +23,7 @@ from django.db.models.functions import RowNumber
 from crucible.core.errors import Conflict, NotFound, ValidationFailed
 from crucible.core.models import Project, User
 from crucible.core.selectors import project_get, require_read
+from curation import shards
 from curation.models import Asset, DatasetItem, DatasetVersion, Finding, ImportJob, LabelEvent, ProjectAsset
 
 SPLITS = ("train", "val", "test")
@@ -497,6 +498,10 @@ def dataset_split_arrays(*, version: DatasetVersion, split: str) -> tuple[np.nda
     if split not in SPLITS:
         raise ValidationFailed(f"unknown split {split!r}; one of {', '.join(SPLITS)}", fields={"split": "invalid"})
     folder = dataset_shard_dir(version=version)
+    if (folder / f"{split}_x.bin").exists():
+        # Large images: encoded shards, an array-like that decodes only the rows it is indexed with.
+        shape = (version.channels, version.height, version.width)
+        return shards.EncodedImages.open(folder, split, shape=shape), np.load(folder / f"{split}_y.npy")
     x_path, y_path = folder / f"{split}_x.npy", folder / f"{split}_y.npy"
     y = np.load(y_path)
     # An empty array cannot be memory-mapped; it costs nothing to load.

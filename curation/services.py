@@ -33,7 +33,7 @@ from crucible.core.errors import Conflict, ValidationFailed
 from crucible.core.models import Project, User
 from crucible.core.selectors import require_write
 from crucible.core.services import audit
-from curation import imaging
+from curation import imaging, shards
 from curation.models import Asset, DatasetItem, DatasetVersion, ImportJob, ProjectAsset
 from curation.selectors import SPLITS, AssetUnreadable, assets_read_bytes, natural_key, storage_root
 
@@ -926,7 +926,7 @@ def dataset_version_create(
         for _sha, _asset_id, label in manifest[split]:
             counts[split][label] += 1
     spec = {"channels": channels, "width": width, "height": height, "resize_mode": resize_mode}
-    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
+    digest = hashlib.sha256(json.dumps(_hashed_spec(spec), sort_keys=True).encode())
     for line in sorted(f"{sha}\t{label}\t{split}\n" for split in SPLITS for sha, _, label in manifest[split]):
         digest.update(line.encode())
 
@@ -1009,9 +1009,30 @@ def _read_manifest(prefix: str) -> dict | None:
         return None
 
 
+def dataset_shard_format(*, spec: dict) -> str:
+    """How a version of this spec stores its images: "npy" (raw uint8 arrays) when one preprocessed
+    image (C*H*W bytes) is at most CRUCIBLE_SHARD_RAW_MAX_BYTES, else "encoded" (lossless PNGs)."""
+    return shards.shard_format(
+        channels=spec["channels"],
+        width=spec["width"],
+        height=spec["height"],
+        raw_max_bytes=settings.CRUCIBLE_SHARD_RAW_MAX_BYTES,
+    )
+
+
+def _hashed_spec(spec: dict) -> dict:
+    """The spec as the content hash sees it: encoded shards add their format, so they never share a
+    hash (and a storage folder) with npy shards of the same items; npy versions hash as they always did."""
+    if dataset_shard_format(spec=spec) == "encoded":
+        return {**spec, "shard_format": "encoded"}
+    return spec
+
+
 def _build_shards(version: DatasetVersion, folder: Path) -> dict:
-    """Write {split}_x.npy, {split}_y.npy and manifest.json for `version` into `folder`."""
+    """Write the shards of `version` and manifest.json into `folder`: per split {split}_y.npy and either
+    {split}_x.npy or, for large images, {split}_x.bin with {split}_offsets.npy (see curation.shards)."""
     shape = (version.channels, version.height, version.width)
+    fmt = dataset_shard_format(spec=version.spec)
     files: dict[str, dict] = {}
     stats: dict = {}
     max_pixels = settings.CRUCIBLE_MAX_IMAGE_PIXELS
@@ -1033,8 +1054,14 @@ def _build_shards(version: DatasetVersion, folder: Path) -> dict:
         n = len(rows)
         x_path, y_path = folder / f"{split}_x.npy", folder / f"{split}_y.npy"
         y = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
+        if fmt == "encoded":
+            x_paths = [folder / f"{split}_x.bin", folder / f"{split}_offsets.npy"]
+            x = shards.EncodedWriter(folder, split, n=n, shape=shape)
+        else:
+            x_paths = [x_path]
         if n:
-            x = np.lib.format.open_memmap(x_path, mode="w+", dtype=np.uint8, shape=(n, *shape))
+            if fmt == "npy":
+                x = np.lib.format.open_memmap(x_path, mode="w+", dtype=np.uint8, shape=(n, *shape))
             # Rows are filled in storage order (each pack read once, front to back), not row order.
             i = 0
             try:
@@ -1051,17 +1078,23 @@ def _build_shards(version: DatasetVersion, folder: Path) -> dict:
             except (imaging.ImageError, AssetUnreadable) as exc:
                 failed = rows[exc.key if isinstance(exc, AssetUnreadable) else i][1]
                 raise ValidationFailed(f"asset {failed[:12]} could not be read: {exc.reason}") from None
-            x.flush()
+            if fmt == "encoded":
+                x.close()
+                x = shards.EncodedImages.open(folder, split, shape=shape)
+            else:
+                x.flush()
             if split == "train":
                 stats = imaging.image_stats(x, [(r[5], r[6]) for r in rows], [r[7] for r in rows])
             del x
+        elif fmt == "encoded":
+            x.close()
         else:
             np.save(x_path, np.zeros((0, *shape), dtype=np.uint8))
         np.save(y_path, y)
-        for path in (x_path, y_path):
+        for path in (*x_paths, y_path):
             files[path.name] = {"sha256": _sha256_file(path), "bytes": path.stat().st_size}
     manifest = {
-        "format": 1,
+        "format": fmt,  # "npy" or "encoded" (manifests written before encoded shards say 1: npy)
         "content_hash": version.content_hash,
         "class_names": version.class_names,
         "spec": version.spec,
@@ -1180,7 +1213,7 @@ _MANIFEST_HASH_SQL = """
 def dataset_version_manifest_hash(*, version: DatasetVersion) -> str:
     """The content hash of a version recomputed from its items: sha256 of the spec, then of every
     "sha256<TAB>label<TAB>split" line in sorted order (as `dataset_version_create` computes it)."""
-    spec = json.dumps(version.spec, sort_keys=True)
+    spec = json.dumps(_hashed_spec(version.spec), sort_keys=True)
     if connection.vendor == "postgresql":
         # The same digest computed by the database: lines in byte order (COLLATE "C", as Python sorts
         # UTF-8 strings), hashed where they are, instead of a million rows sent over and sorted here.

@@ -234,9 +234,14 @@ def _annotations(project_id: int, first: int, last: int, kind: str) -> dict[int,
     """The annotations of the project's assets with first <= pk <= last, by project asset id."""
     found: dict[int, list[dict[str, Any]]] = defaultdict(list)
     rows = (
+        # Answers to gold items test annotators, and undone answers were taken back: neither is a label.
         Annotation.objects.filter(
-            item__project_id=project_id, item__project_asset_id__gte=first, item__project_asset_id__lte=last
+            item__project_id=project_id,
+            item__project_asset_id__gte=first,
+            item__project_asset_id__lte=last,
+            is_gold=False,
         )
+        .exclude(status=Annotation.Status.WITHDRAWN)
         .order_by("item__project_asset_id", "pk")
         .values_list("item__project_asset_id", "annotator__username", "result", "time_spent_ms", "created_at")
         .iterator(chunk_size=EXPORT_PAGE)

@@ -172,6 +172,9 @@ class LabelClass(models.Model):
         return f"{self.name} [{self.key}]"
 
 
+_CLAIMABLE = models.Q(state="open", is_gold=False, claimed__lt=F("required_annotations"))
+
+
 class QueueItem(models.Model):
     State = ItemState
 
@@ -225,13 +228,14 @@ class QueueItem(models.Model):
             ),
         ]
         indexes = [
-            models.Index(
-                fields=["project", "-priority", "id"], condition=models.Q(state="open"), name="queue_item_open_order"
-            ),
-            # One partial index per order, in the claim's ORDER BY (see services._ORDER_BY).
+            # One partial index per order, in the claim's ORDER BY (see services._ORDER_BY), over the items
+            # a claim can still take: open, not gold, not fully claimed. Items held by others to their
+            # overlap fall out of the index, so a claim never scans past them however many annotators
+            # hold leases (the predicate repeats the claim's own WHERE, which lets the planner use it).
+            models.Index(fields=["project", "-priority", "id"], condition=_CLAIMABLE, name="queue_item_open_order"),
             models.Index(
                 fields=["project", "-priority", "random_key", "id"],
-                condition=models.Q(state="open"),
+                condition=_CLAIMABLE,
                 name="queue_item_open_random",
             ),
             NullsLastIndex(
@@ -239,12 +243,12 @@ class QueueItem(models.Model):
                 F("uncertainty").desc(nulls_last=True),
                 F("priority").desc(),
                 F("id"),
-                condition=models.Q(state="open"),
+                condition=_CLAIMABLE,
                 name="queue_item_open_uncertainty",
             ),
             models.Index(
                 fields=["project", "-relabel", "-priority", "id"],
-                condition=models.Q(state="open"),
+                condition=_CLAIMABLE,
                 name="queue_item_open_relabel",
             ),
             models.Index(fields=["project", "state"], name="queue_item_project_state"),

@@ -612,6 +612,9 @@ def lease_claim_next(*, project: Project, annotator: User, ttl_seconds: int | No
                 ids = _claim_items(
                     project_id=project.pk, annotator_id=annotator.pk, n=wanted, skip_locked=False, order=order
                 )
+        if wanted > 0 and not ids and not held:
+            # No ordinary work is left for this annotator: a gold item handed out alone would give itself away.
+            gold_ids = []
         # Gold items take random places, so that a lease's position says nothing of it.
         for gold_id in gold_ids:
             ids.insert(_rng.randint(0, len(ids)), gold_id)
@@ -780,6 +783,11 @@ def item_decide(
         return
     change = _label_change(kind, item.project_asset_id, decided)
     asset_labels_set(changes=[change], actor=actor, via=via, ref=ref)
+    if item.relabel and kind == results.SINGLE_LABEL:
+        # An item sent back for relabelling (e.g. a suspected label error): the verdict goes onto its findings.
+        from curation.findings import label_error_verdict_record
+
+        label_error_verdict_record(project_asset_id=item.project_asset_id, label=decided["label"], item_id=item.pk)
 
 
 def annotation_submit(

@@ -35,8 +35,9 @@ def queue_stats(*, project: Project) -> dict[str, Any]:
         QueueItem.objects.filter(project=project)
         .values("required_annotations")
         .annotate(
-            open=Count("pk", filter=Q(state=ItemState.OPEN)),
-            done=Count("pk", filter=Q(state=ItemState.DONE)),
+            # Gold items are kept in state done and never take consensus: counted apart.
+            open=Count("pk", filter=Q(state=ItemState.OPEN, is_gold=False)),
+            done=Count("pk", filter=Q(state=ItemState.DONE, is_gold=False)),
             gold=Count("pk", filter=Q(is_gold=True)),
         )
         .order_by("required_annotations")

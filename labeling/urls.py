@@ -49,9 +49,7 @@ urlpatterns = [
     path(
         "labeling/annotations/<int:annotation_id>/revise/", apis.AnnotationReviseApi.as_view(), name="annotation-revise"
     ),
-    path(
-        "labeling/annotations/<int:annotation_id>/image/", apis.ReturnedImageApi.as_view(), name="returned-image"
-    ),
+    path("labeling/annotations/<int:annotation_id>/image/", apis.ReturnedImageApi.as_view(), name="returned-image"),
     path("labeling/reviews/<int:review_id>/decide/", apis.ReviewDecideApi.as_view(), name="review-decide"),
     path("labeling/items/<int:item_id>/image/", apis.ItemImageApi.as_view(), name="item-image"),
     path("labeling/gold/<int:item_id>/", apis.GoldItemApi.as_view(), name="gold-item"),

@@ -61,6 +61,18 @@ def test_gold_items_are_handed_out_uncounted_and_look_like_others(project, engin
     assert gold_lease["item"] not in held
 
 
+def test_gold_is_not_handed_out_alone_once_the_queue_is_empty(project, engineer, annotator):
+    _gold_project(project, engineer, n_gold=3, n_items=1, gold_rate=0.5)
+    services.queue_settings_set(project=project, user=engineer, gold_rate=0.0, review_rate=0)
+    first = services.lease_claim_next(project=project, annotator=annotator)
+    assert [lease.item.is_gold for lease in first] == [False]
+    _answer(annotator, first[0], "cat")
+    services.queue_settings_set(project=project, user=engineer, gold_rate=0.5, review_rate=0)
+    # Nothing ordinary is left: however often it asks, the annotator is not given gold items alone.
+    for _ in range(10):
+        assert services.lease_claim_next(project=project, annotator=annotator) == []
+
+
 def test_gold_rate_zero_never_hands_gold(project, engineer, annotator):
     _gold_project(project, engineer, n_gold=3, n_items=3, gold_rate=0.0)
     leases = services.lease_claim_next(project=project, annotator=annotator)

@@ -11,6 +11,7 @@ from curation import services as curation_services
 from curation.models import Finding, ProjectAsset
 from curation.tasks import dataset_materialize, import_run
 from labeling.models import LabelSchema, QueueItem
+from labeling.services import annotation_submit, lease_claim_next
 from training.engine.crossval import label_suspects, out_of_sample_probs
 from training.engine.loop import TrainConfig
 from training.models import LabelErrorScan
@@ -125,10 +126,39 @@ def test_scan_records_findings_with_provenance_and_fills_the_relabel_queue(
     sent = {f.project_asset_id for f in findings if f.evidence["sent_to_relabel"]}
     assert set(relabel.values_list("project_asset_id", flat=True)) == sent
 
+    # The annotators' answers come back onto the findings: the suggested class fixes the label, the given
+    # one confirms it.
+    by_asset = {f.project_asset_id: f for f in findings}
+    answers = {}
+    while True:
+        leases = lease_claim_next(project=project, annotator=admin_user)
+        if not leases:
+            break
+        for lease in leases:
+            finding = by_asset[lease.item.project_asset_id]
+            keep = not answers  # the first one keeps its label
+            label = finding.evidence["given"] if keep else finding.evidence["suggested"]
+            answers[finding.pk] = ("confirmed" if keep else "fixed", label)
+            annotation_submit(
+                item_id=lease.item_id,
+                annotator=admin_user,
+                result={"label": label},
+                time_spent_ms=900,
+                idempotency_key=f"relabel-{lease.item_id}",
+            )
+    assert len(answers) == scan["sent_to_relabel"]
+    for finding_id, (verdict, label) in answers.items():
+        finding = Finding.objects.select_related("project_asset").get(pk=finding_id)
+        assert (finding.verdict, finding.verdict_label) == (verdict, label)
+        assert finding.decision == ("keep" if verdict == "confirmed" else "relabel") and finding.rule == "annotators"
+        assert finding.project_asset.label == label
+    untouched = Finding.objects.filter(project=project, kind="label_error").exclude(pk__in=list(answers))
+    assert all(f.verdict == "" and f.decision == "open" for f in untouched)
+
     # A second delivery of the finished task changes nothing.
     label_errors_task.apply(kwargs={"scan_id": scan_id})
     assert Finding.objects.filter(project=project, kind="label_error").count() == len(findings)
-    assert QueueItem.objects.filter(project=project, relabel=True).count() == relabel.count()
+    assert QueueItem.objects.filter(project=project, relabel=True).count() == scan["sent_to_relabel"]
 
 
 def test_scan_input_is_checked_and_nothing_is_queued(noisy_project, api, admin_user, annotator, project):

@@ -3,7 +3,8 @@
 Batches are gathered by index straight from the shard (N x C x H x W uint8, usually a memmap), less
 the training split's mean when the config asks for one (DIGITS' "Subtract Mean"), times the
 network's input scale (1/255), so no data-loader processes and no decoded copy of the data set are
-needed; with the "shift" augmentation (the default) each training image is first translated by a
+needed (encoded-image shards of large images decode just the batch's rows: curation.shards); with
+the "shift" augmentation (the default) each training image is first translated by a
 random offset drawn from the run's seeded generator (validation and inference never augment). The
 mean is computed once from the training shard, exactly, and kept with the scale in every checkpoint,
 so resuming and inference transform inputs exactly as training did. Every epoch writes a checkpoint
@@ -27,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from curation.shards import EncodedImages
 from training.engine.networks import NETWORKS, build_network, input_scale
 
 # The input scale of format 1 checkpoints, which kept neither a scale nor a mean: 1/255, no mean.
@@ -51,6 +53,8 @@ MEAN_SUBTRACTIONS = ("image", "pixel", "none")
 AUGMENTATIONS = ("shift", "none")
 SHIFT_PIXELS = 2
 MEAN_CHUNK = 4096  # images summed at a time when computing the mean of a (memory-mapped) shard
+# ... at most this many bytes of them: an encoded shard decodes each chunk into memory.
+MEAN_CHUNK_BYTES = 64 * 1024 * 1024
 # Convolutions and max pooling run 1.6-1.7x faster channels-last on CPU (LeNet, one thread: NCHW max
 # pooling alone takes a fifth of the step); the values are the same, only the layout differs.
 MEMORY_FORMAT = torch.channels_last
@@ -117,23 +121,30 @@ class TrainConfig:
 
 @dataclass
 class TrainData:
-    """Train and validation arrays: x is (N, C, H, W) uint8, y is (N,) int64 class indices."""
+    """Train and validation arrays: x is (N, C, H, W) uint8, y is (N,) int64 class indices.
 
-    train_x: np.ndarray
+    x is an array (usually a memmap) or, for encoded shards, an `EncodedImages` that decodes the rows
+    it is indexed with; the loop only ever indexes it with an integer array or a slice."""
+
+    train_x: np.ndarray | EncodedImages
     train_y: np.ndarray
-    val_x: np.ndarray
+    val_x: np.ndarray | EncodedImages
     val_y: np.ndarray
     num_classes: int
 
     @classmethod
     def from_dir(cls, path: Path, *, num_classes: int | None = None) -> "TrainData":
-        """Memory-map the `train_*.npy` and `val_*.npy` shards of a materialized dataset folder."""
+        """Memory-map the `train_*` and `val_*` shards of a materialized dataset folder: `{split}_x.npy`
+        arrays, or encoded images (`{split}_x.bin` and `{split}_offsets.npy`) where the folder has them."""
         path = Path(path)
-        arrays = {}
+        arrays: dict[str, Any] = {}
         for split in ("train", "val"):
             y = np.load(path / f"{split}_y.npy")
-            # An empty array cannot be memory-mapped (and costs nothing to load).
-            arrays[f"{split}_x"] = np.load(path / f"{split}_x.npy", mmap_mode="r" if len(y) else None)
+            if (path / f"{split}_x.bin").exists():
+                arrays[f"{split}_x"] = EncodedImages.open(path, split)
+            else:
+                # An empty array cannot be memory-mapped (and costs nothing to load).
+                arrays[f"{split}_x"] = np.load(path / f"{split}_x.npy", mmap_mode="r" if len(y) else None)
             arrays[f"{split}_y"] = y.astype(np.int64, copy=False)
         if num_classes is None:
             num_classes = int(max(arrays["train_y"].max(initial=0), arrays["val_y"].max(initial=0))) + 1
@@ -260,7 +271,7 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
     return sorted(k for k in own if k not in usable)
 
 
-def compute_mean(x: np.ndarray, mode: str) -> torch.Tensor | None:
+def compute_mean(x: np.ndarray | EncodedImages, mode: str) -> torch.Tensor | None:
     """The mean `mode` subtracts from inputs drawn from `x` (uint8, N x C x H x W), in pixel units:
     float32 (C, H, W) for "image", (C, 1, 1) for "pixel", None for "none" or an empty `x`.
 
@@ -270,8 +281,9 @@ def compute_mean(x: np.ndarray, mode: str) -> torch.Tensor | None:
     if mode == "none" or len(x) == 0:
         return None
     total = np.zeros(x.shape[1:], dtype=np.int64)
-    for start in range(0, len(x), MEAN_CHUNK):
-        total += np.asarray(x[start : start + MEAN_CHUNK]).sum(axis=0, dtype=np.int64)
+    chunk = max(1, min(MEAN_CHUNK, MEAN_CHUNK_BYTES // max(1, math.prod(x.shape[1:]))))
+    for start in range(0, len(x), chunk):
+        total += np.asarray(x[start : start + chunk]).sum(axis=0, dtype=np.int64)
     count = len(x)
     if mode == "pixel":
         total = total.sum(axis=(1, 2), keepdims=True)
@@ -317,7 +329,7 @@ def to_input(
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    x: np.ndarray,
+    x: np.ndarray | EncodedImages,
     y: np.ndarray,
     *,
     device: torch.device,

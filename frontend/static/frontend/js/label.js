@@ -6,7 +6,7 @@
 // ahead so the next one appears at once. A submission is written to localStorage with its
 // idempotency key before it is sent and removed only once the server stored it, so a reload or a
 // dropped connection retries it (same key: the server stores it once) instead of losing it.
-import { ApiError, api, clearError, showError } from "./api.js";
+import { ApiError, api, clearError, h, showError } from "./api.js";
 import { BoxEditor } from "./label-boxes.js";
 
 const cfg = JSON.parse(document.getElementById("label-config").textContent);
@@ -426,7 +426,7 @@ function advance() {
 function setAnswer(prefill) {
   selected = prefill && prefill.label !== undefined ? prefill.label : null;
   chosen = new Set((prefill && prefill.labels) || []);
-  if (kind === "boxes") editor.load(current ? current.width : 1, current ? current.height : 1, (prefill && prefill.boxes) || []);
+  if (kind === "boxes" && current) editor.load(current.width, current.height, (prefill && prefill.boxes) || []);
   showAnswer();
 }
 
@@ -444,15 +444,16 @@ function pick(name) {
 }
 
 function showAnswer() {
-  const on = (name) => (kind === "multi_label" ? chosen.has(name) : kind === "boxes" ? editor.currentClass === name : selected === name);
+  const on = { multi_label: (n) => chosen.has(n), boxes: (n) => editor.currentClass === n }[kind] || ((n) => selected === n);
   for (const button of classButtons) button.classList.toggle("selected", on(button.dataset.name));
   if (kind === "multi_label") {
     const names = classNames.filter((n) => chosen.has(n));
-    chips.replaceChildren(...names.map((n) => Object.assign(document.createElement("span"), { className: "chip", textContent: n })));
-    if (!names.length) chips.append(Object.assign(document.createElement("span"), { className: "muted small", textContent: "no class: Enter submits none" }));
+    chips.replaceChildren(...names.map((n) => h("span", { class: "chip" }, n)));
+    if (!names.length) chips.append(h("span", { class: "muted small" }, "no class: Enter submits none"));
   } else if (kind === "boxes") {
     const n = editor.boxes.length;
-    chips.textContent = `${n} box${n === 1 ? "" : "es"}` + (editor.selected >= 0 ? " · one selected: Delete removes it" : "");
+    const hint = editor.selected >= 0 ? " · one selected: Delete removes it" : "";
+    chips.textContent = `${n} box${n === 1 ? "" : "es"}${hint}`;
   }
 }
 
@@ -476,7 +477,9 @@ function submit() {
   if (!current || !displayed || editor.busy()) return;
   const result = answer();
   if (result === null) {
-    showError(errorBox, new Error(current.kind === "text" && kind === "boxes" ? "A text item takes no boxes; skip it." : "Pick a class first: press its key."));
+    const noBoxes = current.kind === "text" && kind === "boxes";
+    const why = noBoxes ? "A text item takes no boxes; skip it." : "Pick a class first: press its key.";
+    showError(errorBox, new Error(why));
     return;
   }
   clearError(errorBox);

@@ -128,7 +128,10 @@ async function loadAgreement() {
     document.getElementById("agreement-f1").textContent = number(boxes.f1, 3);
   } else {
     document.getElementById("agreement-fleiss").textContent = kappa(data.fleiss_kappa);
-    document.getElementById("agreement-fleiss-items").textContent = `over ${data.fleiss_items} item(s) with the most common number of annotators`;
+    document.getElementById("agreement-fleiss-items").textContent =
+      data.fleiss_kappa === null
+        ? "undefined: every answer is the same, so chance agreement is already 1"
+        : `over ${data.fleiss_items} item(s) with the most common number of annotators`;
   }
   const table = document.getElementById("agreement-pairs");
   const headers = boxes
