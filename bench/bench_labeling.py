@@ -102,12 +102,13 @@ from dataclasses import dataclass, field  # noqa: E402
 
 import numpy as np  # noqa: E402
 from django.core.management import call_command  # noqa: E402
-from django.db import connection, connections, models  # noqa: E402
+from django.db import connection, connections  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
+from bench.labeling_load import analyze, copy_rows, reserve_ids, run_pool, seed_assets, seed_queue  # noqa: E402
 from crucible.core.errors import Conflict  # noqa: E402
 from crucible.core.models import Membership, Project, Role, User  # noqa: E402
-from curation.models import Asset, ProjectAsset  # noqa: E402
+from curation.models import Asset  # noqa: E402
 from labeling import exports, services  # noqa: E402
 from labeling.models import Annotation, ExportJob, Lease, QueueItem  # noqa: E402
 
@@ -118,115 +119,12 @@ _SAFE_DB_PREFIX = "bench"
 # Seeding
 
 
-_DEFAULT = object()
-
-
-def _copy_model(model: type[models.Model], n: int, varying: dict[str, object]) -> None:
-    """COPY `n` rows of `model`: columns in `varying` from a list, a function of the row number or a constant,
-    every other column from the field's default, as the ORM would have written it."""
-    now = timezone.now()
-    columns: list[str] = []
-    template: list[object] = []
-    slots: list[tuple[int, object]] = []
-    for f in model._meta.concrete_fields:
-        columns.append(f.column)
-        source = varying.get(f.column, _DEFAULT)
-        if callable(source) or isinstance(source, list):
-            slots.append((len(template), source))
-            template.append(None)
-            continue
-        if source is not _DEFAULT:
-            value = source
-        elif getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False):
-            value = now
-        else:
-            value = f.get_default()
-        template.append(f.get_db_prep_save(value, connection))
-    missing = set(varying) - set(columns)
-    if missing:
-        raise ValueError(f"{model.__name__} has no column(s) {sorted(missing)}")
-    cols = ", ".join(f'"{c}"' for c in columns)
-    sql = f'COPY "{model._meta.db_table}" ({cols}) FROM STDIN'
-    with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
-        row = list(template)
-        for i in range(n):
-            for pos, source in slots:
-                row[pos] = source(i) if callable(source) else source[i]  # type: ignore[index]
-            copy.write_row(row)
-
-
-def _next_ids(model: type[models.Model], n: int) -> int:
-    """Reserve `n` primary keys of `model`'s sequence; returns the first."""
-    table = model._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT pg_get_serial_sequence('\"{table}\"', 'id')")
-        seq = cursor.fetchone()[0]
-        cursor.execute(
-            f'SELECT setval(%s, GREATEST((SELECT COALESCE(MAX(id), 0) FROM "{table}"), '
-            f"(SELECT last_value FROM {seq})) + %s)",
-            [seq, n],
-        )
-        return int(cursor.fetchone()[0]) - n + 1
-
-
-def seed_assets(project: Project, n: int, *, labels: list[str] | None = None) -> tuple[int, int]:
-    """`n` assets and project assets (labelled from `labels` cyclically when given); returns the first ids."""
-    tag = uuid.uuid4().hex[:8]
-    a0 = _next_ids(Asset, n)
-    _copy_model(
-        Asset,
-        n,
-        {
-            "id": lambda i: a0 + i,
-            "sha256": lambda i: f"{tag}{i:056x}",
-            "storage_name": lambda i: f"assets/bench/{tag}-{i}.png",
-            "size_bytes": 120,
-            "width": 28,
-            "height": 28,
-            "mode": "L",
-            "format": "PNG",
-        },
-    )
-    p0 = _next_ids(ProjectAsset, n)
-    label = (lambda i: labels[i % len(labels)]) if labels else ""
-    _copy_model(
-        ProjectAsset,
-        n,
-        {
-            "id": lambda i: p0 + i,
-            "project_id": project.pk,
-            "asset_id": lambda i: a0 + i,
-            "label": label,
-            "source_path": lambda i: f"digits/{i}.png",
-        },
-    )
-    return a0, p0
-
-
-def seed_queue(project: Project, n: int, *, required: int = 1) -> None:
-    """`n` open queue items needing `required` annotations each."""
-    _, p0 = seed_assets(project, n)
-    keys = np.random.default_rng().random(n).tolist()
-    q0 = _next_ids(QueueItem, n)
-    _copy_model(
-        QueueItem,
-        n,
-        {
-            "id": lambda i: q0 + i,
-            "project_id": project.pk,
-            "project_asset_id": lambda i: p0 + i,
-            "required_annotations": required,
-            "random_key": keys,
-        },
-    )
-
-
 def seed_annotated(project: Project, n: int, annotators: list[User]) -> None:
     """`n` labelled assets, each with a done queue item and one annotation."""
 
     names = [c["name"] for c in CLASSES]
     _, p0 = seed_assets(project, n, labels=names)
-    q0 = _next_ids(QueueItem, n)
+    q0 = reserve_ids(QueueItem, n)
     seed_annotations_done_items(project, n, annotators, q0=q0, p0=p0)
 
 
@@ -236,7 +134,7 @@ def seed_annotations_done_items(project: Project, n: int, annotators: list[User]
 
     names = [c["name"] for c in CLASSES]
     n_done = 0 if QueueItem.objects.filter(pk=q0).exists() else n
-    _copy_model(
+    copy_rows(
         QueueItem,
         n_done,
         {
@@ -251,8 +149,8 @@ def seed_annotations_done_items(project: Project, n: int, annotators: list[User]
     )
     results = [Jsonb({"label": name}) for name in names]
     ids = [u.pk for u in annotators]
-    a0 = _next_ids(Annotation, n)
-    _copy_model(
+    a0 = reserve_ids(Annotation, n)
+    copy_rows(
         Annotation,
         n,
         {
@@ -321,12 +219,6 @@ def fresh_project(annotators: int) -> tuple[Project, list[User]]:
     users = User.objects.bulk_create(users)
     Membership.objects.bulk_create(Membership(project=project, user=u, role=Role.ANNOTATOR) for u in users)
     return project, users
-
-
-def analyze() -> None:
-    with connection.cursor() as cursor:
-        for model in (Asset, ProjectAsset, QueueItem, Lease, Annotation):
-            cursor.execute(f'ANALYZE "{model._meta.db_table}"')
 
 
 # The load
@@ -470,15 +362,7 @@ def _run_share(
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=worker) for _ in range(workers)]
-    sched = threading.Thread(target=scheduler)
-    sched.start()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    stopping.set()
-    sched.join()
+    run_pool(worker, workers, beside=scheduler, stop=stopping)
     res.elapsed = time.perf_counter() - start  # type: ignore[attr-defined]
     out.put(res)
 

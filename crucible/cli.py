@@ -665,23 +665,35 @@ def dataset() -> None:
     """Dataset versions: create, list, show, diff."""
 
 
+def split_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of a new version's resizing and split (`dataset create` and `dataset freeze`)."""
+    options = [
+        click.option(
+            "--resize",
+            type=click.Choice(["squash", "crop", "fill", "half_crop"]),
+            default="squash",
+            show_default=True,
+            help="How images of another shape are brought to --size.",
+        ),
+        click.option(
+            "--val", "val_percent", type=int, help="Percent of each class for validation (server default 25)."
+        ),
+        click.option("--test", "test_percent", type=int, help="Percent of each class for test (server default 0)."),
+        click.option("--min-per-class", type=int, help="Leave out classes with fewer images."),
+        click.option("--max-per-class", type=int, help="Take at most this many images of a class."),
+        click.option("--seed", "split_seed", type=int, help="Split seed (random and recorded when left out)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @dataset.command("create")
 @click.argument("project")
 @click.option("--name", required=True)
 @click.option("--grayscale/--color", "grayscale", default=None, help="1 channel or 3 (required).")
 @click.option("--size", type=Size(), required=True, help="Width x height the images are resized to, e.g. 28x28.")
-@click.option(
-    "--resize",
-    type=click.Choice(["squash", "crop", "fill", "half_crop"]),
-    default="squash",
-    show_default=True,
-    help="How images of another shape are brought to --size.",
-)
-@click.option("--val", "val_percent", type=int, help="Percent of each class for validation (server default 25).")
-@click.option("--test", "test_percent", type=int, help="Percent of each class for test (server default 0).")
-@click.option("--min-per-class", type=int, help="Leave out classes with fewer images.")
-@click.option("--max-per-class", type=int, help="Take at most this many images of a class.")
-@click.option("--seed", "split_seed", type=int, help="Split seed (random and recorded when left out).")
+@split_options
 @click.option(
     "--parent",
     metavar="DATASET",
@@ -863,18 +875,7 @@ def dataset_list(state: State, project: str) -> None:
 @click.option("--name", required=True, help="The version's name.")
 @click.option("--grayscale/--color", "grayscale", default=None, help="1 channel or 3 (creates the version).")
 @click.option("--size", type=Size(), help="Width x height, e.g. 28x28 (creates the version).")
-@click.option(
-    "--resize",
-    type=click.Choice(["squash", "crop", "fill", "half_crop"]),
-    default="squash",
-    show_default=True,
-    help="How images of another shape are brought to --size.",
-)
-@click.option("--val", "val_percent", type=int, help="Percent of each class for validation (server default 25).")
-@click.option("--test", "test_percent", type=int, help="Percent of each class for test (server default 0).")
-@click.option("--min-per-class", type=int, help="Leave out classes with fewer images.")
-@click.option("--max-per-class", type=int, help="Take at most this many images of a class.")
-@click.option("--seed", "split_seed", type=int, help="Split seed (random and recorded when left out).")
+@split_options
 @json_option
 @pass_state
 def dataset_freeze(

@@ -211,21 +211,7 @@ def _save_upload(upload: UploadedFile, suffix: str) -> str:
 
 def _resolve_file(path: str) -> Path:
     """A file on the server under the import roots (links resolved), or a clear error."""
-    roots = services._import_roots()
-    raw = Path(path).expanduser()
-    if not raw.is_absolute():
-        raise ValidationFailed(
-            "the path must be an absolute path on the server", code="path_not_absolute", fields={"path": "not absolute"}
-        )
-    resolved = raw.resolve()
-    if not services._under_roots(resolved, roots):
-        raise ValidationFailed(
-            f"{path} is outside the folders that imports may read ({', '.join(str(r) for r in roots)})",
-            code="path_outside_roots",
-            fields={"path": "outside the import roots"},
-        )
-    if not resolved.exists():
-        raise ValidationFailed(f"{path} does not exist", code="path_not_found", fields={"path": "not found"})
+    resolved = services._resolve_under_roots(path, noun="path")
     if not resolved.is_file():
         raise ValidationFailed(f"{path} is not a file", code="not_a_file", fields={"path": "not a file"})
     if resolved.stat().st_size > MAX_LIST_BYTES:
@@ -236,15 +222,7 @@ def _resolve_file(path: str) -> Path:
 
 
 def _check_upload(upload: UploadedFile, *, zip_required: bool) -> None:
-    if upload.size is not None and upload.size > settings.CRUCIBLE_MAX_UPLOAD_BYTES:
-        raise ValidationFailed(
-            f"the upload is {upload.size} bytes; the limit is {settings.CRUCIBLE_MAX_UPLOAD_BYTES}",
-            code="upload_too_large",
-            fields={"file": "too large"},
-        )
-    upload.seek(0)
-    is_zip = zipfile.is_zipfile(upload)
-    upload.seek(0)
+    is_zip = services._upload_is_zip(upload)
     if zip_required and not is_zip:
         raise ValidationFailed(f"{upload.name} is not a zip file", code="not_a_zip", fields={"file": "not a zip"})
     if not zip_required and upload.size is not None and upload.size > MAX_LIST_BYTES:

@@ -274,12 +274,14 @@ def _folder_items(root: Path, roots: list[Path]) -> tuple[list[tuple[tuple[str, 
     return items, errors
 
 
-def _resolve_folder(path: str) -> Path:
+def _resolve_under_roots(path: str, *, noun: str) -> Path:
+    """`path` with links resolved when it is absolute, under the import roots and there; else a clear
+    error (`noun`, "folder" or "path", names what was asked for)."""
     roots = _import_roots()
     raw = Path(path).expanduser()
     if not raw.is_absolute():
         raise ValidationFailed(
-            "the folder must be an absolute path on the server",
+            f"the {noun} must be an absolute path on the server",
             code="path_not_absolute",
             fields={"path": "not absolute"},
         )
@@ -292,6 +294,25 @@ def _resolve_folder(path: str) -> Path:
         )
     if not resolved.exists():
         raise ValidationFailed(f"{path} does not exist", code="path_not_found", fields={"path": "not found"})
+    return resolved
+
+
+def _upload_is_zip(upload: UploadedFile) -> bool:
+    """Whether an upload within the size limit is a zip file (one over it is refused); leaves it at its start."""
+    if upload.size is not None and upload.size > settings.CRUCIBLE_MAX_UPLOAD_BYTES:
+        raise ValidationFailed(
+            f"the upload is {upload.size} bytes; the limit is {settings.CRUCIBLE_MAX_UPLOAD_BYTES}",
+            code="upload_too_large",
+            fields={"file": "too large"},
+        )
+    upload.seek(0)
+    is_zip = zipfile.is_zipfile(upload)
+    upload.seek(0)
+    return is_zip
+
+
+def _resolve_folder(path: str) -> Path:
+    resolved = _resolve_under_roots(path, noun="folder")
     if not resolved.is_dir():
         raise ValidationFailed(f"{path} is not a folder", code="not_a_folder", fields={"path": "not a folder"})
     return resolved
@@ -335,16 +356,8 @@ def import_start(
             fields={"file": "one of file or path", "path": "one of file or path"},
         )
     if upload is not None:
-        if upload.size is not None and upload.size > settings.CRUCIBLE_MAX_UPLOAD_BYTES:
-            raise ValidationFailed(
-                f"the upload is {upload.size} bytes; the limit is {settings.CRUCIBLE_MAX_UPLOAD_BYTES}",
-                code="upload_too_large",
-                fields={"file": "too large"},
-            )
-        upload.seek(0)
-        if not zipfile.is_zipfile(upload):
+        if not _upload_is_zip(upload):
             raise ValidationFailed(f"{upload.name} is not a zip file", code="not_a_zip", fields={"file": "not a zip"})
-        upload.seek(0)
         try:
             with zipfile.ZipFile(upload) as zf:
                 items = _zip_items(zf)

@@ -26,7 +26,7 @@ from crucible.core.selectors import require_write
 from crucible.core.services import audit
 from curation.models import DatasetItem, DatasetVersion, ProjectAsset
 from training.engine import TrainConfig
-from training.engine.crossval import Stopped, label_suspects, out_of_sample_probs
+from training.engine.crossval import Rows, Stopped, label_suspects, out_of_sample_probs
 from training.engine.loop import device_name, resolve_device
 from training.models import LabelErrorScan
 
@@ -116,22 +116,18 @@ def _finish(scan_id: int, **fields: Any) -> None:
     )
 
 
-def _load_items(version: DatasetVersion) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """Every item of the version (train, val and test shards together): images, label indices and
-    their project asset ids, in one order."""
-    from curation.selectors import dataset_shard_dir
+def _load_items(version: DatasetVersion) -> tuple[Rows, np.ndarray, list[int]]:
+    """Every item of the version (train, val and test shards together, npy or encoded): images as a
+    lazy view read a batch at a time, label indices, and their project asset ids, in one order."""
+    from curation.selectors import dataset_split_arrays
 
-    folder = dataset_shard_dir(version=version)
-    xs, ys, asset_ids = [], [], []
+    parts, ys, asset_ids = [], [], []
     for split in SPLITS:
-        y_path = Path(folder) / f"{split}_y.npy"
-        if not y_path.exists():
-            continue
-        y = np.load(y_path).astype(np.int64)
+        x, y = dataset_split_arrays(version=version, split=split)
         if len(y) == 0:
             continue
-        xs.append(np.load(Path(folder) / f"{split}_x.npy"))
-        ys.append(y)
+        parts.append(x)
+        ys.append(np.asarray(y, dtype=np.int64))
         by_position = dict(
             DatasetItem.objects.filter(version=version, split=split).values_list("position", "asset_id").order_by()
         )
@@ -141,7 +137,7 @@ def _load_items(version: DatasetVersion) -> tuple[np.ndarray, np.ndarray, list[i
         .values_list("asset_id", "pk")
         .order_by()
     )
-    return np.concatenate(xs), np.concatenate(ys), [project_assets[a] for a in asset_ids]
+    return Rows(parts), np.concatenate(ys), [project_assets[a] for a in asset_ids]
 
 
 def _ensure_schema(scan: LabelErrorScan, class_names: list[str]) -> bool:

@@ -167,11 +167,11 @@ def test_unknown_format_is_a_400(api, project, engineer):
     assert not ExportJob.objects.exists()
 
 
-def test_jsonl_export_of_20000_rows_runs_in_constant_memory(project, engineer, annotator):
-    n = 20_000
+def _bulk_project_assets(project, n, tag, fields) -> None:
+    """`n` assets (sha256 of `tag` and the row number) in the project, `fields(i)` on the i-th project asset."""
     assets = Asset.objects.bulk_create(
         Asset(
-            sha256=hashlib.sha256(f"m{i}".encode()).hexdigest(),
+            sha256=hashlib.sha256(f"{tag}{i}".encode()).hexdigest(),
             storage_name=f"assets/{i}.png",
             size_bytes=1,
             width=28,
@@ -182,12 +182,13 @@ def test_jsonl_export_of_20000_rows_runs_in_constant_memory(project, engineer, a
         for i in range(n)
     )
     ProjectAsset.objects.bulk_create(
-        ProjectAsset(project=project, asset=a, label=("cat", "dog")[i % 2], source_path=f"d/{i}.png")
-        for i, a in enumerate(assets)
+        ProjectAsset(project=project, asset=a, source_path=f"d/{i}.png", **fields(i)) for i, a in enumerate(assets)
     )
-    del assets
-    job = ExportJob.objects.create(project=project, created_by=engineer, format="jsonl")
 
+
+def _export_traced(project, user, fmt) -> tuple[ExportJob, int]:
+    """Run an export of `fmt` under tracemalloc: the finished job and the peak of traced memory."""
+    job = ExportJob.objects.create(project=project, created_by=user, format=fmt)
     tracemalloc.start()
     try:
         exports.labels_export_run(job_id=job.pk)
@@ -195,6 +196,13 @@ def test_jsonl_export_of_20000_rows_runs_in_constant_memory(project, engineer, a
     finally:
         tracemalloc.stop()
     job.refresh_from_db()
+    return job, peak
+
+
+def test_jsonl_export_of_20000_rows_runs_in_constant_memory(project, engineer, annotator):
+    n = 20_000
+    _bulk_project_assets(project, n, "m", lambda i: {"label": ("cat", "dog")[i % 2]})
+    job, peak = _export_traced(project, engineer, "jsonl")
     assert job.status == ExportJob.Status.DONE and job.rows == n
     with default_storage.open(job.file_name, "rb") as fh:
         assert sum(1 for _ in fh) == n
@@ -297,33 +305,9 @@ def test_coco_export_of_20000_boxed_images_runs_in_constant_memory(project, engi
     schema = LabelSchema.objects.create(project=project, kind="boxes")
     LabelClass.objects.create(schema=schema, name="cat", key="c", position=0)
     n = 20_000
-    assets = Asset.objects.bulk_create(
-        Asset(
-            sha256=hashlib.sha256(f"c{i}".encode()).hexdigest(),
-            storage_name=f"assets/{i}.png",
-            size_bytes=1,
-            width=28,
-            height=28,
-            mode="L",
-            format="PNG",
-        )
-        for i in range(n)
-    )
     box = {"label": "cat", "x": 1.0, "y": 2.0, "w": 3.0, "h": 4.0}
-    ProjectAsset.objects.bulk_create(
-        ProjectAsset(project=project, asset=a, annotation={"boxes": [box, box]}, source_path=f"d/{i}.png")
-        for i, a in enumerate(assets)
-    )
-    del assets
-    job = ExportJob.objects.create(project=project, created_by=engineer, format="coco")
-
-    tracemalloc.start()
-    try:
-        exports.labels_export_run(job_id=job.pk)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    job.refresh_from_db()
+    _bulk_project_assets(project, n, "c", lambda i: {"annotation": {"boxes": [box, box]}})
+    job, peak = _export_traced(project, engineer, "coco")
     assert job.status == ExportJob.Status.DONE and job.rows == n
     with default_storage.open(job.file_name, "rb") as fh:
         size = len(fh.read())

@@ -18,6 +18,7 @@ import pytest
 from django.db import connection, connections
 from django.db.models import Count, Exists, F, OuterRef, Q
 
+from bench.labeling_load import run_pool
 from crucible.core.errors import Conflict
 from labeling import services
 from labeling.models import Annotation, Lease, QueueItem
@@ -142,15 +143,7 @@ class Load:
         for user in self.users:
             self.ready.put(user)
         done = threading.Event()
-        janitor = threading.Thread(target=self.janitor, args=(done,))
-        workers = [threading.Thread(target=self.worker) for _ in range(LOAD_POOL)]
-        janitor.start()
-        for t in workers:
-            t.start()
-        for t in workers:
-            t.join()
-        done.set()
-        janitor.join()
+        run_pool(self.worker, LOAD_POOL, beside=lambda: self.janitor(done), stop=done)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -12,7 +12,7 @@ from curation.models import Finding, ProjectAsset
 from curation.tasks import dataset_materialize, import_run
 from labeling.models import LabelSchema, QueueItem
 from labeling.services import annotation_submit, lease_claim_next
-from training.engine.crossval import label_suspects, out_of_sample_probs
+from training.engine.crossval import Rows, label_suspects, out_of_sample_probs
 from training.engine.loop import TrainConfig
 from training.models import LabelErrorScan
 from training.tasks import label_errors_task
@@ -79,6 +79,31 @@ def test_crossval_probabilities_are_out_of_sample_and_find_flipped_labels(digits
     found = {s.index for s in suspects}
     assert len(found & set(flipped.tolist())) >= 6  # most planted errors are caught
     assert suspects == sorted(suspects, key=lambda s: s.quality)  # most suspicious first
+
+
+def test_rows_read_chosen_rows_of_several_parts_in_the_order_asked(digits):
+    x, _ = digits
+    a, b = x[:30], x[30:50]
+    rows = Rows([a, b]).take(np.array([45, 3, 29, 30, 3]))
+    assert rows.shape == (5, 1, 28, 28) and len(rows) == 5
+    expected = np.concatenate([a, b])[[45, 3, 29, 30, 3]]
+    assert np.array_equal(rows[:], expected)
+    assert np.array_equal(rows[np.array([4, 0])], expected[[4, 0]])
+    assert np.array_equal(rows[2], expected[2])
+    assert rows[1:3].flags.writeable and rows[1:3].flags.c_contiguous
+
+
+def test_crossval_over_split_parts_equals_crossval_over_one_array(digits, tmp_path):
+    x, y = digits
+    x, y = x[:120], y[:120]
+    config = TrainConfig(epochs=1, lr_step_epochs=1)
+    whole = out_of_sample_probs(
+        x=np.ascontiguousarray(x), y=y, num_classes=10, config=config, seed=2, work_dir=tmp_path / "a", folds=2
+    )
+    parts = out_of_sample_probs(
+        x=Rows([x[:70], x[70:]]), y=y, num_classes=10, config=config, seed=2, work_dir=tmp_path / "b", folds=2
+    )
+    assert np.array_equal(whole, parts)
 
 
 def test_crossval_refuses_a_class_smaller_than_the_folds(digits, tmp_path):

@@ -20,12 +20,55 @@ from sklearn.model_selection import StratifiedKFold
 from training.engine.inference import Predictor
 from training.engine.loop import TrainConfig, TrainData, train
 
+PREDICT_ROWS = 4096  # held-out rows decoded and predicted at a time
 FoldFn = Callable[[int, int], None]  # (folds done, folds in all)
 StopFn = Callable[[], bool]
 
 
 class Stopped(Exception):
     """should_stop() asked to stop between folds or inside one."""
+
+
+class Rows:
+    """Chosen rows of one or more (N, C, H, W) uint8 arrays or array-likes (memory maps, encoded
+    shards), joined end to end, read only when indexed: a fold's training set without a copy of it.
+
+    Indexing by an int, a slice or an integer array gives fresh arrays in the order asked for, as
+    the training loop expects of its inputs."""
+
+    dtype = np.dtype(np.uint8)
+    ndim = 4
+
+    def __init__(self, parts: list, rows: np.ndarray | None = None):
+        sizes = [len(p) for p in parts]
+        self.parts = parts
+        self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        total = int(self.starts[-1])
+        self.rows = np.arange(total, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+        item_shape = tuple(parts[0].shape[1:]) if parts else (0, 0, 0)
+        self.shape = (len(self.rows), *item_shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def take(self, rows: np.ndarray) -> Rows:
+        """The view of these rows of this view, still unread."""
+        return Rows(self.parts, self.rows[np.asarray(rows, dtype=np.int64)])
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, (int, np.integer)):
+            return self[np.array([int(key)])][0]
+        wanted = self.rows[key] if isinstance(key, slice) else self.rows[np.asarray(key, dtype=np.int64)]
+        out = np.empty((len(wanted), *self.shape[1:]), dtype=np.uint8)
+        part_of = np.searchsorted(self.starts, wanted, side="right") - 1
+        for part in np.unique(part_of):
+            mask = part_of == part
+            out[mask] = self.parts[part][wanted[mask] - self.starts[part]]
+        return out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
 
 
 def out_of_sample_probs(
@@ -43,8 +86,11 @@ def out_of_sample_probs(
 ) -> np.ndarray:
     """(N, num_classes) float32 probabilities, row i from the network trained without item i.
 
-    x: uint8 (N, C, H, W); y: (N,) class indices. Needs at least `folds` items of the rarest class.
+    x: uint8 (N, C, H, W), an array or an array-like such as `Rows` (read a batch at a time, never
+    whole); y: (N,) class indices. Needs at least `folds` items of the rarest class.
     """
+    if not isinstance(x, Rows):
+        x = Rows([x])
     y = np.asarray(y, dtype=np.int64)
     n = len(y)
     counts = np.bincount(y, minlength=num_classes)
@@ -63,7 +109,7 @@ def out_of_sample_probs(
         if should_stop is not None and should_stop():
             raise Stopped()
         data = TrainData(
-            train_x=np.ascontiguousarray(x[train_idx]),
+            train_x=x.take(train_idx),
             train_y=y[train_idx],
             val_x=empty_x,
             val_y=empty_y,
@@ -81,7 +127,9 @@ def out_of_sample_probs(
         if result.stopped:
             raise Stopped()
         predictor = Predictor.load(fold_dir / f"epoch-{config.epochs}.pt", device=device)
-        probs[held_idx] = predictor.predict_proba(np.ascontiguousarray(x[held_idx]))
+        for start in range(0, len(held_idx), PREDICT_ROWS):
+            rows = held_idx[start : start + PREDICT_ROWS]
+            probs[rows] = predictor.predict_proba(x[rows])
         if on_fold is not None:
             on_fold(k + 1, folds)
     return probs
