@@ -7,8 +7,8 @@ import pytest
 from bench import labeling_load
 from crucible.core.models import Membership, Project, Role, User
 
-LOAD_ITEMS = int(os.environ.get("LOAD_ITEMS", "5000"))
-LOAD_ANNOTATORS = int(os.environ.get("LOAD_ANNOTATORS", "50"))
+LOAD_ITEMS = int(os.environ.get("LOAD_ITEMS", "1500"))
+LOAD_ANNOTATORS = int(os.environ.get("LOAD_ANNOTATORS", "30"))
 # Worker threads, each holding one connection: the annotators share them, as requests share a pool.
 LOAD_POOL = int(os.environ.get("LOAD_POOL", str(min(LOAD_ANNOTATORS, 24))))
 

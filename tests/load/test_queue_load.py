@@ -2,9 +2,9 @@
 and walk away (their leases expire) until every item is done; nothing is given out twice, no item gets
 more than its overlap, and no submission is lost.
 
-Size by environment: LOAD_ITEMS (submissions per test, default 5000: both overlaps in about a minute on
-two idle cores; items are LOAD_ITEMS / overlap), LOAD_ANNOTATORS (default 50) and LOAD_POOL (connections,
-default min(annotators, 24)). The full run: LOAD_ITEMS=1000000 LOAD_ANNOTATORS=200 pytest tests/load
+Size by environment: LOAD_ITEMS (submissions per test, default 1500: both overlaps in about a minute and
+a half on two cores; items are LOAD_ITEMS / overlap), LOAD_ANNOTATORS (default 30) and LOAD_POOL
+(connections, default min(annotators, 24)). The full run: LOAD_ITEMS=1000000 LOAD_ANNOTATORS=200 pytest tests/load
 """
 
 import queue
