@@ -832,7 +832,12 @@ def dataset_diff_print(diff: JSON, a_name: str, b_name: str, show: int) -> None:
         for item in items[:show]:
             old = f"{item['old_label']} ({item['old_split']})" if item.get("old_label") is not None else "-"
             new = f"{item['new_label']} ({item['new_split']})" if item.get("new_label") is not None else "-"
-            click.echo(f"  {item['sha256'][:12]}  {old} -> {new}")
+            who = item.get("changed_by")
+            by = ""
+            if who:
+                through = f" {who['ref']}" if who.get("ref") is not None else ""
+                by = f"  by {who.get('actor') or 'system'} via {who['via']}{through}"
+            click.echo(f"  {item['sha256'][:12]}  {old} -> {new}{by}")
         if s.get(kind, 0) > min(show, len(items)):
             click.echo(f"  ... and {s[kind] - min(show, len(items))} more (see --json, --limit)")
 

@@ -68,3 +68,24 @@ def test_diff_of_an_unknown_version_is_one_line(cli, versions):
         one_error_line(cli("dataset", "diff", "digits/v1", "digits/nope")) == "error: dataset 'digits/nope' not found"
     )
     assert one_error_line(cli("dataset", "diff", "99999", "digits/v1")) == "error: dataset 99999 not found"
+
+
+def test_diff_says_who_changed_each_label_and_through_what(cli, project, admin_user, versions):
+    from datetime import timedelta
+
+    from curation.labels import asset_label_set
+    from curation.models import LabelEvent, ProjectAsset
+
+    v1, v2 = versions
+    # Asset 4's label changed between the two versions, through review 17.
+    asset = Asset.objects.get(sha256=f"{4:064x}")
+    pa = ProjectAsset.objects.create(project=project, asset=asset, label="1")
+    asset_label_set(project_asset_id=pa.pk, label="0", actor=admin_user, via="review", ref=17)
+    between = v1.created_at + (v2.created_at - v1.created_at) / 2
+    LabelEvent.objects.filter(project_asset=pa).update(created_at=between + timedelta(microseconds=1))
+    result = cli("dataset", "diff", "digits/v1", "digits/v2")
+    assert result.exit_code == 0, result.stderr
+    changed = [ln for ln in result.output.splitlines() if "1 (train) -> 0 (train)" in ln]
+    assert len(changed) == 1 and changed[0].endswith(f"by {admin_user.username} via review 17")
+    # Asset 1's change was logged nowhere: nothing is claimed about who made it.
+    assert next(ln for ln in result.output.splitlines() if "0 (train) -> 1 (train)" in ln).endswith("1 (train)")

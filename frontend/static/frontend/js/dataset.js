@@ -86,6 +86,20 @@ async function loadDiff() {
           h("tbody", {}, classes.map((c) => h("tr", {}, h("td", {}, c.label), fields.map((f) => h("td", { class: "num" }, String(c[f]))))))),
       );
     }
+    const relabelled = (diff.items && diff.items.relabelled) || [];
+    if (relabelled.length) {
+      const who = (c) => (c ? `${c.actor || "system"} via ${c.via}${c.ref != null ? ` ${c.ref}` : ""}` : "—");
+      nodes.push(
+        h("h3", {}, `Relabelled (first ${relabelled.length} of ${s.relabelled})`),
+        h("table", { class: "grid", id: "diff-relabelled" },
+          h("thead", {}, h("tr", {}, ["Asset", "Label", "Changed by", "When"].map((t) => h("th", {}, t)))),
+          h("tbody", {}, relabelled.map((item) => h("tr", {},
+            h("td", { class: "mono" }, item.sha256.slice(0, 12)),
+            h("td", {}, `${item.old_label} → ${item.new_label}`),
+            h("td", {}, who(item.changed_by)),
+            h("td", {}, item.changed_by ? new Date(item.changed_by.at).toLocaleString() : ""))))),
+      );
+    }
     result.replaceChildren(...nodes);
   } catch (err) {
     result.replaceChildren();
