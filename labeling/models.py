@@ -478,13 +478,8 @@ class ExportJob(models.Model):
         return f"{self.format} export {self.pk} of project {self.project_id} ({self.status})"
 
 
-class LabelImportFormat(models.TextChoices):
-    JSONL = "jsonl", "JSON lines"
-    CSV = "csv", "CSV"
-    FOLDER = "folder", "ImageFolder zip"
-    COCO = "coco", "COCO (JSON)"
-    YOLO = "yolo", "YOLO (zip of txt files)"
-    VOC = "voc", "Pascal VOC (zip of XML files)"
+# Labels import from the same formats they export to.
+LabelImportFormat = ExportFormat
 
 
 class LabelImportJob(models.Model):
