@@ -31,8 +31,9 @@ browser:
 run: install
 	$(BIN)/python manage.py crucible_run --port $(PORT)
 
+# The suite in two halves at once, one per core (tests/run.sh); `$(BIN)/pytest` alone runs it in one.
 test: install-dev browser
-	$(BIN)/pytest
+	PYTEST=$(BIN)/pytest tests/run.sh
 
 lint: install-dev
 	$(BIN)/ruff check .

@@ -595,11 +595,11 @@ def lease_claim_next(*, project: Project, annotator: User, ttl_seconds: int | No
         wanted = LEASES_PER_ANNOTATOR - len(held)
         if wanted <= 0:
             return held
-        gold_ids = gold.gold_pick(
-            project_id=project.pk,
-            annotator_id=annotator.pk,
-            n=sum(_rng.random() < conf.gold_rate for _ in range(wanted)) if conf.gold_rate > 0 else 0,
-        )
+        n_gold = sum(_rng.random() < conf.gold_rate for _ in range(wanted)) if conf.gold_rate > 0 else 0
+        if not held:
+            # Keep a place for ordinary work: only it tells whether any is left (see below).
+            n_gold = min(n_gold, wanted - 1)
+        gold_ids = gold.gold_pick(project_id=project.pk, annotator_id=annotator.pk, n=n_gold)
         wanted -= len(gold_ids)
         ids: list[int] = []
         if wanted > 0:

@@ -79,14 +79,20 @@ def test_gold_rate_zero_never_hands_gold(project, engineer, annotator):
     assert len(leases) == 3 and not any(lease.item.is_gold for lease in leases)
 
 
+def _gold_lease(annotator, project):
+    """The first gold item among the annotator's leases (gold items share the leases with ordinary ones)."""
+    return next(
+        lease for lease in services.lease_claim_next(project=project, annotator=annotator) if lease.item.is_gold
+    )
+
+
 def test_low_gold_accuracy_pauses_and_resume_starts_a_new_window(project, engineer, annotator, api):
-    _gold_project(project, engineer, n_gold=4, n_items=0, gold_rate=1.0, gold_min_answers=3, gold_min_accuracy=0.7)
+    _gold_project(project, engineer, n_gold=4, n_items=10, gold_rate=1.0, gold_min_answers=3, gold_min_accuracy=0.7)
     for label in ("cat", "dog"):
-        _answer(annotator, services.lease_claim_next(project=project, annotator=annotator)[0], label)
+        _answer(annotator, _gold_lease(annotator, project), label)
     assert not AnnotatorStatus.objects.filter(paused=True).exists()  # 2 answers: under the minimum
     # The third answer (1 of 3 right) pauses; the items already held may still be submitted.
-    held = services.lease_claim_next(project=project, annotator=annotator)
-    _answer(annotator, held[0], "bird")
+    _answer(annotator, _gold_lease(annotator, project), "bird")
     status = AnnotatorStatus.objects.get(annotator=annotator)
     assert status.paused and "33%" in status.reason and "70%" in status.reason
     resp = api(annotator).post(f"/api/v1/projects/{project.name}/queue/next/")
@@ -99,7 +105,7 @@ def test_low_gold_accuracy_pauses_and_resume_starts_a_new_window(project, engine
     url = f"/api/v1/projects/{project.name}/annotators/{annotator.pk}/resume/"
     assert api(annotator).post(url).status_code == 403
     assert api(engineer).post(url).json() == {"annotator": annotator.pk, "paused": False, "reason": ""}
-    _answer(annotator, services.lease_claim_next(project=project, annotator=annotator)[0], "dog")
+    _answer(annotator, _gold_lease(annotator, project), "dog")
     assert not AnnotatorStatus.objects.get(annotator=annotator).paused
 
 
