@@ -339,6 +339,8 @@ def test_z_takes_back_a_submission_not_yet_sent(page, queue):
     expect(page.locator("#stage")).to_have_attribute("data-item", str(item))
     expect(page.locator(".class-key.selected")).to_have_attribute("data-name", "bird")
     page.wait_for_function("localStorage.length === 0")
+    # The item is back once its image is on screen again; keys before that are not taken.
+    expect(page.locator("#stage")).to_have_attribute("data-state", "ready")
 
     page.unroute("**/api/v1/labeling/items/*/annotations/")
     page.keyboard.press("c")
