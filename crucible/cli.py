@@ -365,27 +365,51 @@ def labels_export(state: State, project: str, fmt: str, output: str) -> None:
     )
 
 
-def wait_export(state: State, job: JSON) -> JSON:
-    client, interval = state.client, poll_interval()
+def watch_job(
+    state: State,
+    job: JSON,
+    *,
+    noun: str,
+    fetch: Callable[[int], JSON],
+    count: tuple[str, str],
+    gone: str,
+    quiet: bool = False,
+    leave: bool = True,
+) -> JSON:
+    """Poll a worker's job until it finishes, with a status line counting `count` = (field, unit)."""
+    interval = poll_interval()
+    field, unit = count
     spinner = tqdm(
         total=None,
-        desc=f"export {job['id']} {job['status']}",
-        bar_format="{desc} {n_fmt} rows [{elapsed}]",
-        disable=state.json,
+        desc=f"{noun} {job['id']} {job['status']}",
+        bar_format="{desc} {n_fmt} " + unit + " [{elapsed}]",
+        disable=state.json or quiet,
+        leave=leave,
     )
     try:
         while job["status"] not in EXPORT_FINISHED:
             time.sleep(interval)
-            job = client.export_get(job["id"])
-            spinner.set_description(f"export {job['id']} {job['status']}")
-            spinner.n = job.get("rows") or 0
+            job = fetch(job["id"])
+            spinner.set_description(f"{noun} {job['id']} {job['status']}")
+            spinner.n = job.get(field) or 0
             spinner.refresh()
     except KeyboardInterrupt:
         spinner.close()
-        stop_watching(f"export {job['id']} is still being written on the server")
+        stop_watching(f"{noun} {job['id']} {gone}")
     finally:
         spinner.close()
     return job
+
+
+def wait_export(state: State, job: JSON) -> JSON:
+    return watch_job(
+        state,
+        job,
+        noun="export",
+        fetch=state.client.export_get,
+        count=("rows", "rows"),
+        gone="is still being written on the server",
+    )
 
 
 LABEL_IMPORT_FORMATS = ["jsonl", "csv", "folder", "coco", "yolo", "voc"]
@@ -428,28 +452,17 @@ def labels_import(state: State, project: str, path: str, fmt: str, show: int) ->
 
 
 def wait_label_import(state: State, job: JSON) -> JSON:
-    client, interval = state.client, poll_interval()
-    spinner = tqdm(
-        total=None,
-        desc=f"label import {job['id']} {job['status']}",
-        bar_format="{desc} {n_fmt} labelled [{elapsed}]",
-        # Nothing to watch when the job is already finished; the line is cleared once it is.
-        disable=state.json or job["status"] in EXPORT_FINISHED,
+    # Nothing to watch when the job is already finished; the line is cleared once it is.
+    return watch_job(
+        state,
+        job,
+        noun="label import",
+        fetch=state.client.label_import_get,
+        count=("labelled", "labelled"),
+        gone="goes on on the server",
+        quiet=job["status"] in EXPORT_FINISHED,
         leave=False,
     )
-    try:
-        while job["status"] not in EXPORT_FINISHED:
-            time.sleep(interval)
-            job = client.label_import_get(job["id"])
-            spinner.set_description(f"label import {job['id']} {job['status']}")
-            spinner.n = job.get("labelled") or 0
-            spinner.refresh()
-    except KeyboardInterrupt:
-        spinner.close()
-        stop_watching(f"label import {job['id']} goes on on the server")
-    finally:
-        spinner.close()
-    return job
 
 
 def kappa(value: float | None) -> str:
